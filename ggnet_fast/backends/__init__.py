@@ -1,0 +1,39 @@
+"""Implementations of the guided attention operators and the registry that picks one.
+
+Priority for ``backend="auto"`` (higher first) on each device:
+
+========== ===== ====  ===========================================================
+backend    cuda  cpu   what it is
+========== ===== ====  ===========================================================
+triton      30    -    fused Triton kernels, O(N) memory (``backends/triton/``)
+cuda        20    -    fused CUDA C++ kernels in the compiled extension (``csrc/cuda``)
+cpu          -   20    fused C++/OpenMP kernels in the compiled extension (``csrc/cpu``)
+reference   10   10    plain PyTorch, materialising, float32/float64 internally
+eager        -    -    the released code's formula in the input dtype (a baseline)
+========== ===== ====  ===========================================================
+"""
+from .registry import (
+    auto_order,
+    available_backends,
+    record_dispatch,
+    register_backend,
+    registered_backends,
+    resolve,
+    unavailable_reason,
+)
+
+register_backend("reference", "ggnet_fast.backends.reference", {"cuda": 10, "cpu": 10})
+register_backend("eager", "ggnet_fast.backends.eager", {})
+register_backend("triton", "ggnet_fast.backends.triton", {"cuda": 30})
+register_backend("cuda", "ggnet_fast.backends.cuda", {"cuda": 20})
+register_backend("cpu", "ggnet_fast.backends.cpu", {"cpu": 20})
+
+__all__ = [
+    "auto_order",
+    "available_backends",
+    "record_dispatch",
+    "register_backend",
+    "registered_backends",
+    "resolve",
+    "unavailable_reason",
+]

@@ -1,0 +1,57 @@
+"""Small helpers shared by the guided attention modules."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RESIDUAL_MODES = ("learnable", "fixed")
+
+
+def check_feature_map(name: str, x, channels: int) -> None:
+    """``x`` must be an NCHW tensor with ``channels`` channels."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [B, {channels}, H, W], "
+                        f"got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape [B, {channels}, H, W] (NCHW), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channels ([B, {channels}, H, W]), "
+                         f"got {tuple(x.shape)}")
+
+
+def match_guide(x: torch.Tensor, guide: torch.Tensor, resize_guide: bool) -> torch.Tensor:
+    """Return ``guide`` at ``x``'s spatial size (bilinear) if allowed, else raise."""
+    if guide.shape[0] != x.shape[0]:
+        raise ValueError(f"guide has batch {guide.shape[0]} but x has batch {x.shape[0]}")
+    if guide.shape[-2:] == x.shape[-2:]:
+        return guide
+    if not resize_guide:
+        raise ValueError(
+            f"guide has spatial size {tuple(guide.shape[-2:])} but x has {tuple(x.shape[-2:])}; "
+            "pass resize_guide=True to resize the guidance map bilinearly"
+        )
+    return F.interpolate(guide, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def make_gamma(residual: str) -> tuple[str, torch.Tensor]:
+    """``("learnable", Parameter(0))`` or ``("fixed", buffer 1)``: y = gamma * attn + x."""
+    if residual not in RESIDUAL_MODES:
+        raise ValueError(f"residual must be one of {list(RESIDUAL_MODES)}, got {residual!r}")
+    if residual == "learnable":
+        return residual, nn.Parameter(torch.zeros(1))
+    return residual, torch.ones(1)
+
+
+def positions_major(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H*W, C] (a view when possible)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def conv_bn_prelu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.PReLU(),
+    )
