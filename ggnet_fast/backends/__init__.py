@@ -14,6 +14,7 @@ eager        -    -    the released code's formula in the input dtype (a baselin
 """
 from .registry import (
     auto_order,
+    load_all,
     available_backends,
     record_dispatch,
     register_backend,
@@ -27,6 +28,7 @@ register_backend("eager", "ggnet_fast.backends.eager", {})
 register_backend("triton", "ggnet_fast.backends.triton", {"cuda": 30})
 register_backend("cuda", "ggnet_fast.backends.cuda", {"cuda": 20})
 register_backend("cpu", "ggnet_fast.backends.cpu", {"cpu": 20})
+load_all()
 
 __all__ = [
     "auto_order",

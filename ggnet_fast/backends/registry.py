@@ -10,7 +10,7 @@ module that exposes
 * ``is_available() -> str | None`` - ``None`` when it can be used at all in this
   process, otherwise why not (e.g. the extension was not compiled).
 
-Backends are imported lazily, the first time they are needed.  ``backend="auto"``
+Backends are imported when ``ggnet_fast.backends`` is imported (see ``load_all``).  ``backend="auto"``
 tries the backends registered as defaults for the tensors' device in priority order
 and silently skips the ones that cannot run the call; an explicit request for a
 backend that cannot run it raises ``ValueError`` (or ``RuntimeError`` when it is not
@@ -63,21 +63,30 @@ def registered_backends() -> list[str]:
 
 
 def _load(name: str) -> ModuleType | None:
-    if name in _LOADED:
-        return _LOADED[name]
-    if name in _LOAD_ERRORS:
-        return None
-    spec = _REGISTRY[name]
-    try:
-        module = importlib.import_module(spec.module)
-        reason = module.is_available()
-    except Exception as exc:  # an optional dependency may be missing
-        reason = f"import of {spec.module} failed: {type(exc).__name__}: {exc}"
-    if reason is not None:
-        _LOAD_ERRORS[name] = reason
-        return None
-    _LOADED[name] = module
-    return module
+    """The backend's module, importing it on first use (None if it cannot load)."""
+    if name not in _LOADED and name not in _LOAD_ERRORS:
+        spec = _REGISTRY[name]
+        try:
+            module = importlib.import_module(spec.module)
+            reason = module.is_available()
+        except Exception as exc:  # an optional dependency may be missing
+            reason = f"import of {spec.module} failed: {type(exc).__name__}: {exc}"
+        if reason is None:
+            _LOADED[name] = module
+        else:
+            _LOAD_ERRORS[name] = reason
+    return _LOADED.get(name)
+
+
+def load_all() -> None:
+    """Import every registered backend now.
+
+    Called once when ``ggnet_fast.backends`` is imported, so that a first operator
+    call made while ``torch.compile`` traces (where imports cannot be traced) finds
+    every backend already resolved.
+    """
+    for name in _REGISTRY:
+        _load(name)
 
 
 def unavailable_reason(name: str) -> str | None:

@@ -18,9 +18,11 @@ class GlobalGuidanceBlock(nn.Module):
     Args:
         in_channels: C of ``x``.
         guide_channels: channels of the guidance map (default ``in_channels``).
-        spatial: keyword arguments for :class:`GuidedNonLocal`, or ``None`` to skip it.
-        channel: keyword arguments for :class:`GuidedChannelAttention`, or ``None`` to skip it.
-        resize_guide, backend: passed to both blocks.
+        spatial: keyword arguments for :class:`GuidedNonLocal`, or ``None`` to skip it, or
+            any ``nn.Module`` called as ``module(x, guide)`` (e.g. an unguided ablation block).
+        channel: keyword arguments for :class:`GuidedChannelAttention`, or ``None`` to skip it,
+            or any ``nn.Module`` called as ``module(x, guide)``.
+        resize_guide, backend: passed to both blocks (when built from keyword arguments).
 
     Shapes: ``x`` ``[B, C, H, W]``, ``guide`` ``[B, Cg, H', W']`` -> ``[B, C, H, W]``.
     """
@@ -38,11 +40,11 @@ class GlobalGuidanceBlock(nn.Module):
         super().__init__()
         guide_channels = guide_channels or in_channels
         common = {"resize_guide": resize_guide, "backend": backend}
-        self.spatial = (None if spatial is None else
+        self.spatial = (spatial if spatial is None or isinstance(spatial, nn.Module) else
                         GuidedNonLocal(in_channels, guide_channels, **{**common, **spatial}))
         self.spatial_conv = nn.Sequential(conv_bn_prelu(in_channels, in_channels, 3),
                                           conv_bn_prelu(in_channels, in_channels, 1))
-        self.channel = (None if channel is None else
+        self.channel = (channel if channel is None or isinstance(channel, nn.Module) else
                         GuidedChannelAttention(in_channels, guide_channels, **{**common, **channel}))
         self.channel_conv = nn.Sequential(conv_bn_prelu(in_channels, in_channels, 3),
                                           conv_bn_prelu(in_channels, in_channels, 1))

@@ -24,6 +24,10 @@ class GuidedNonLocal(nn.Module):
         combine: ``"product"`` (paper) or ``"matmul"`` (released code, O(N^3)).
         residual: ``"learnable"`` (gamma initialised to 0, released) or ``"fixed"`` (gamma = 1, paper).
         resize_guide: resize a guidance map of another spatial size bilinearly.
+        key_bias: give the key projections phi and rho a bias (default ``True``, as
+            released).  A key bias adds the same amount to every score of a row, which
+            every softmax cancels, so its gradient is identically zero: models that
+            check for dead parameters pass ``False``.
         backend: operator backend (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``...).
         out_dtype: dtype of the attention output before the residual (``None``: x's dtype).
 
@@ -42,6 +46,7 @@ class GuidedNonLocal(nn.Module):
         resize_guide: bool = False,
         backend: str = "auto",
         out_dtype: torch.dtype | None = None,
+        key_bias: bool = True,
     ) -> None:
         super().__init__()
         guide_channels = guide_channels or in_channels
@@ -51,10 +56,10 @@ class GuidedNonLocal(nn.Module):
         self.combine, self.resize_guide, self.backend = combine, resize_guide, backend
         self.out_dtype = out_dtype
         self.theta = nn.Conv2d(in_channels, key_channels, 1)
-        self.phi = nn.Conv2d(in_channels, key_channels, 1)
+        self.phi = nn.Conv2d(in_channels, key_channels, 1, bias=key_bias)
         self.mu = nn.Conv2d(in_channels, in_channels, 1)
         self.eta = nn.Conv2d(guide_channels, guide_key_channels, 1)
-        self.rho = nn.Conv2d(guide_channels, guide_key_channels, 1)
+        self.rho = nn.Conv2d(guide_channels, guide_key_channels, 1, bias=key_bias)
         self.residual, gamma = make_gamma(residual)
         if isinstance(gamma, nn.Parameter):
             self.gamma = gamma

@@ -1,0 +1,115 @@
+"""Shared benchmark helpers: providers, inputs, timing with synchronisation, peak memory.
+
+Peak memory is *measured*, never estimated:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before the call
+  (inputs already on the device are excluded);
+* CPU: the process's peak resident set (``VmHWM`` in ``/proc/self/status``), reset
+  through ``/proc/self/clear_refs`` before the call, minus the resident set before it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ggnet_fast import ops
+from ggnet_fast.backends import available_backends, registry
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_bytes(fn, dev: torch.device) -> int | None:
+    """Run ``fn()`` once; return the peak memory it needed above what existed before."""
+    if dev.type == "cuda":
+        synchronize(dev)
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        synchronize(dev)
+        return torch.cuda.max_memory_allocated(dev) - before
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident set
+    before = _proc_status_kb("VmRSS")
+    fn()
+    return max(0, (_proc_status_kb("VmHWM") - before) * 1024)
+
+
+def eager_spatial(theta, phi, eta, rho, mu):
+    """What a user writes by hand, following the released code (input dtype throughout)."""
+    sx = torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
+    sg = torch.softmax(eta @ rho.transpose(-1, -2), dim=-1)
+    return torch.softmax(sx * sg, dim=-1) @ mu
+
+
+def eager_channel(y, g):
+    sz = torch.softmax(y @ y.transpose(-1, -2), dim=-1)
+    sg = torch.softmax(g @ g.transpose(-1, -2), dim=-1)
+    return torch.softmax(sz * sg, dim=-1) @ y
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(fn):
+    return torch.compile(fn, dynamic=False)
+
+
+def providers(op: str, dev: torch.device, dtype: torch.dtype) -> list[str]:
+    """Every backend that can run ``op`` here, plus the two user baselines."""
+    names = []
+    options = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
+               "shape": {}}
+    for name in available_backends():
+        if name == "eager":
+            continue  # the "eager" provider below is the same formula
+        module = registry._load(name)
+        if module.unsupported(op, dev.type, dtype, options) is None:
+            names.append(name)
+    return names + ["eager", "compile"]
+
+
+def spatial_fn(provider: str):
+    if provider == "eager":
+        return eager_spatial
+    if provider == "compile":
+        return compiled(eager_spatial)
+    return functools.partial(ops.guided_spatial_attention, backend=provider)
+
+
+def channel_fn(provider: str):
+    if provider == "eager":
+        return eager_channel
+    if provider == "compile":
+        return compiled(eager_channel)
+    return functools.partial(ops.guided_channel_attention, backend=provider)
+
+
+def spatial_flops(b: int, n: int, d: int, dg: int, c: int, backward: bool) -> int:
+    """FLOPs of the streaming algorithm (2 per multiply-add).
+
+    forward: pass 1 recomputes both score products (2N^2(d+dg)), pass 2 recomputes
+    them and does the value product (2N^2(d+dg) + 2N^2 C).  backward (recompute):
+    scores again (2N^2(d+dg)), ds = dO mu^T (2N^2 C), dmu (2N^2 C), and the four
+    key/query gradients (4N^2(d+dg)).
+    """
+    fwd = 2 * n * n * (d + dg) * 2 + 2 * n * n * c
+    bwd = 2 * n * n * (d + dg) + 2 * 2 * n * n * c + 2 * 2 * n * n * (d + dg)
+    return b * (fwd + (bwd if backward else 0))

@@ -1,0 +1,99 @@
+"""Speed and peak memory of both operators, every available backend and the baselines.
+
+Providers: each registered backend that can run the call on this device (reference,
+triton, cuda, cpu, ...) plus the two compositions a user would otherwise write: the
+released code's eager formula ("eager") and the same under torch.compile ("compile").
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import harness
+
+DEV = harness.device()
+ON_GPU = DEV.type == "cuda"
+DTYPE = torch.bfloat16 if ON_GPU else torch.float32
+BATCH = 4 if ON_GPU else 1
+SIDES = (32, 64, 128) if ON_GPU else (16, 32)
+# (d, dg, C): the released configuration and the reduced-key one.
+SPATIAL_DIMS = ((256, 256, 256), (32, 32, 256)) if ON_GPU else ((32, 32, 64),)
+CHANNEL_DIMS = (256,) if ON_GPU else (64,)
+MAX_EAGER_BYTES = 24 * 2**30  # skip materialising baselines that cannot fit
+
+
+def _info(benchmark, **kw):
+    benchmark.extra_info.update({"device": torch.cuda.get_device_name() if ON_GPU else "cpu",
+                                 "dtype": str(DTYPE), "torch": torch.__version__, **kw})
+
+
+def _run(benchmark, fn, rounds):
+    def call():
+        out = fn()
+        harness.synchronize(DEV)
+        return out
+    benchmark.pedantic(call, rounds=rounds, warmup_rounds=1, iterations=1)
+
+
+def _spatial_inputs(n, d, dg, c, grad):
+    shapes = [(BATCH, n, d), (BATCH, n, d), (BATCH, n, dg), (BATCH, n, dg), (BATCH, n, c)]
+    scale = [d ** -0.25, d ** -0.25, dg ** -0.25, dg ** -0.25, 1.0]
+    return [(s * torch.randn(shape, device=DEV)).to(DTYPE).requires_grad_(grad)
+            for shape, s in zip(shapes, scale)]
+
+
+def _materialises(provider):
+    return provider in ("eager", "compile", "reference")
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("dims", SPATIAL_DIMS, ids=lambda t: "d{}-dg{}-C{}".format(*t))
+@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
+@pytest.mark.parametrize("provider", harness.providers("spatial", DEV, DTYPE))
+def test_spatial(benchmark, provider, side, dims, mode):
+    n = side * side
+    d, dg, c = dims
+    backward = mode != "forward"
+    if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
+        pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
+    inputs = _spatial_inputs(n, d, dg, c, backward)
+    fn = harness.spatial_fn(provider)
+    grad_out = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
+
+    def step():
+        out = fn(*inputs)
+        if backward:
+            torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
+        return out
+
+    step()  # compile / autotune outside the measurement
+    peak = harness.peak_extra_bytes(step, DEV)
+    _info(benchmark, op="spatial", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c, mode=mode,
+          peak_extra_bytes=peak,
+          flops=harness.spatial_flops(BATCH, n, d, dg, c, backward))
+    _run(benchmark, step, rounds=5 if ON_GPU else 2)
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("c", CHANNEL_DIMS, ids=lambda c: f"C{c}")
+@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
+@pytest.mark.parametrize("provider", harness.providers("channel", DEV, DTYPE))
+def test_channel(benchmark, provider, side, c, mode):
+    n = side * side
+    backward = mode != "forward"
+    y = (torch.randn(BATCH, c, n, device=DEV) / n ** 0.5).to(DTYPE).requires_grad_(backward)
+    g = (torch.randn(BATCH, c, n, device=DEV) / n ** 0.5).to(DTYPE).requires_grad_(backward)
+    fn = harness.channel_fn(provider)
+    grad_out = torch.randn(BATCH, c, n, device=DEV, dtype=DTYPE)
+
+    def step():
+        out = fn(y, g)
+        if backward:
+            torch.autograd.grad(out, (y, g), grad_out.to(out.dtype))
+        return out
+
+    step()
+    peak = harness.peak_extra_bytes(step, DEV)
+    _info(benchmark, op="channel", provider=provider, B=BATCH, N=n, C=c, mode=mode,
+          peak_extra_bytes=peak)
+    _run(benchmark, step, rounds=5 if ON_GPU else 2)

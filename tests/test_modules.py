@@ -1,0 +1,110 @@
+"""The drop-in modules: shapes, guidance handling, residual modes, compile, autocast."""
+import pytest
+import torch
+from torch import nn
+
+from ggnet_fast import GlobalGuidanceBlock, GuidedChannelAttention, GuidedNonLocal
+from ggnet_fast.backends import record_dispatch
+from ggnet_fast.ops import guided_spatial_attention
+
+
+def test_guided_non_local_matches_the_operator_on_projections(seed):
+    block = GuidedNonLocal(6, guide_channels=4, key_channels=3, residual="fixed").double()
+    x, g = torch.randn(2, 6, 5, 7, dtype=torch.float64), torch.randn(2, 4, 5, 7, dtype=torch.float64)
+    flat = lambda t: t.flatten(2).transpose(1, 2)  # noqa: E731
+    expected = guided_spatial_attention(flat(block.theta(x)), flat(block.phi(x)), flat(block.eta(g)),
+                                        flat(block.rho(g)), flat(block.mu(x)), backend="reference")
+    expected = expected.transpose(1, 2).reshape(2, 6, 5, 7) + x
+    torch.testing.assert_close(block(x, g), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_learnable_gamma_starts_at_identity_and_gets_gradient(seed):
+    block = GuidedNonLocal(4, guide_channels=3)
+    x, g = torch.randn(2, 4, 6, 5), torch.randn(2, 3, 6, 5)
+    y = block(x, g)
+    torch.testing.assert_close(y, x)
+    y.square().sum().backward()
+    assert block.gamma.grad is not None and block.gamma.grad.abs().item() > 0
+    assert "gamma" in dict(block.named_parameters())
+    fixed = GuidedNonLocal(4, guide_channels=3, residual="fixed")
+    assert "gamma" not in dict(fixed.named_parameters()) and fixed.gamma.item() == 1.0
+
+
+def test_guide_size_mismatch_raises_unless_resize_requested(seed):
+    x, g = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="resize_guide=True"):
+        GuidedNonLocal(4, 3)(x, g)
+    with pytest.raises(ValueError, match="resize_guide=True"):
+        GuidedChannelAttention(4, 3)(x, g)
+    assert GuidedNonLocal(4, 3, resize_guide=True)(x, g).shape == x.shape
+    assert GuidedChannelAttention(4, 3, resize_guide=True)(x, g).shape == x.shape
+
+
+@pytest.mark.parametrize("module", [GuidedNonLocal, GuidedChannelAttention])
+def test_bad_feature_maps_are_named(module):
+    block = module(4, 3)
+    with pytest.raises(ValueError, match=r"x must have shape \[B, 4, H, W\]|y must have shape"):
+        block(torch.randn(4, 8, 8), torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"guide must have 3 channels"):
+        block(torch.randn(1, 4, 8, 8), torch.randn(1, 5, 8, 8))
+    with pytest.raises(ValueError, match="guide has batch 2 but"):
+        block(torch.randn(1, 4, 8, 8), torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="residual must be one of"):
+        module(4, 3, residual="none")
+
+
+def test_channel_block_se_and_projection(seed):
+    block = GuidedChannelAttention(6, guide_channels=10, residual="fixed")
+    assert isinstance(block.guide_proj, nn.Conv2d)
+    y, g = torch.randn(2, 6, 5, 3), torch.randn(2, 10, 5, 3)
+    out = block(y, g)
+    assert out.shape == y.shape
+    out.sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    plain = GuidedChannelAttention(6, use_se=False, gram_normalization="positions")
+    assert isinstance(plain.se, nn.Identity)
+    with pytest.raises(ValueError, match="gram_normalization"):
+        GuidedChannelAttention(6, gram_normalization="sqrt")
+
+
+def test_global_guidance_block_runs_both_blocks(seed):
+    block = GlobalGuidanceBlock(8, 5, spatial={"key_channels": 4}, channel={"stabilize": "max-minus"},
+                                resize_guide=True)
+    x, g = torch.randn(2, 8, 6, 7), torch.randn(2, 5, 12, 14)
+    with record_dispatch() as calls:
+        out = block(x, g)
+    assert out.shape == x.shape
+    assert [op for op, _ in calls] == ["spatial", "channel"]
+    out.mean().backward()
+    assert block.spatial.gamma.grad is not None and block.channel.gamma.grad is not None
+    assert GlobalGuidanceBlock(8, spatial=None, channel=None)(x, torch.randn(2, 8, 6, 7)).shape == x.shape
+
+
+class TinySegmenter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.guide = nn.Conv2d(3, 4, 3, padding=1)
+        self.attn = GuidedNonLocal(8, 4, key_channels=4, residual="fixed")
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, img):
+        return self.head(self.attn(torch.relu(self.stem(img)), self.guide(img)))
+
+
+def test_torch_compile_fullgraph_matches_eager(seed):
+    model = TinySegmenter().eval()
+    img = torch.randn(2, 3, 9, 11)
+    compiled = torch.compile(model, fullgraph=True)  # inductor
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(img), model(img), rtol=1e-5, atol=1e-5)
+
+
+def test_autocast_runs_and_stays_close(seed):
+    model = TinySegmenter()
+    img = torch.randn(2, 3, 9, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(img)
+    out.float().sum().backward()
+    torch.testing.assert_close(out.float(), model(img), rtol=0.05, atol=0.05)
