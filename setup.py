@@ -83,8 +83,11 @@ def _extensions():
     from torch.utils import cpp_extension
 
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    cxx_flags = ["-O3", "-std=c++17", *openmp]
-    define_macros = []
+    # torch >= 2.10 headers need C++20; our own sources are C++17-clean.
+    cxx_flags = ["-O3", "-std=c++20", *openmp]
+    # GGNET_PYTHON_MODULE: compile csrc/python_module.cpp's PyInit__C (the CMake
+    # library for C++ users leaves it out and needs no Python).
+    define_macros = [("GGNET_PYTHON_MODULE", "1")]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"

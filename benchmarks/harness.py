@@ -86,6 +86,16 @@ def providers(op: str, dev: torch.device, dtype: torch.dtype) -> list[str]:
     return names + ["eager", "compile"]
 
 
+def unsupported_reason(provider: str, op: str, dev: torch.device, dtype: torch.dtype,
+                       shape: dict, **options) -> str | None:
+    """Why ``provider`` cannot run this exact case (None if it can); baselines always can."""
+    if provider in ("eager", "compile"):
+        return None
+    opts = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
+            "shape": shape, **options}
+    return registry._load(provider).unsupported(op, dev.type, dtype, opts)
+
+
 def spatial_fn(provider: str):
     if provider == "eager":
         return eager_spatial

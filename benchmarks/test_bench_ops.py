@@ -54,6 +54,10 @@ def test_spatial(benchmark, provider, side, dims, mode):
     n = side * side
     d, dg, c = dims
     backward = mode != "forward"
+    why = harness.unsupported_reason(provider, "spatial", DEV, DTYPE,
+                                     {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c})
+    if why:
+        pytest.skip(f"{provider}: {why}")
     if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
         pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
     inputs = _spatial_inputs(n, d, dg, c, backward)
@@ -81,6 +85,9 @@ def test_spatial(benchmark, provider, side, dims, mode):
 def test_channel(benchmark, provider, side, c, mode):
     n = side * side
     backward = mode != "forward"
+    why = harness.unsupported_reason(provider, "channel", DEV, DTYPE, {"B": BATCH, "C": c, "N": n})
+    if why:
+        pytest.skip(f"{provider}: {why}")
     y = (torch.randn(BATCH, c, n, device=DEV) / n ** 0.5).to(DTYPE).requires_grad_(backward)
     g = (torch.randn(BATCH, c, n, device=DEV) / n ** 0.5).to(DTYPE).requires_grad_(backward)
     fn = harness.channel_fn(provider)

@@ -1,0 +1,167 @@
+"""CPU benchmarks of the fused ``cpu`` backend (issue 7), float32, batch 1, C = 256.
+
+Speed: spatial forward (under no_grad) and forward+backward at N = 32x32, 64x64, 96x96
+with d = dg = 32 and 256, for ``cpu`` against the released code's formula in eager
+PyTorch (``eager``) and under ``torch.compile`` (``compile``).
+
+Peak memory: one fresh subprocess per case (this file run as a script), measured by the
+kernel as the process's peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs`` after a warm-up call, minus the resident set before the
+measured call; see ``harness.peak_extra_bytes``).  ``resource.getrusage`` max RSS is
+not used because a child started by vfork+exec inherits the parent's high-water mark.
+Big buffers are forced onto mmap (``MALLOC_MMAP_THRESHOLD_``) so that memory freed
+after the warm-up is returned to the system and counted again.  Cases: the same sizes
+(forward and forward+backward, d = 32) and N = 128x128 forward.
+
+    pytest benchmarks/test_bench_cpu.py --benchmark-only --benchmark-json=cpu.json
+    GGNET_BENCH_ROUNDS=1 pytest benchmarks/test_bench_cpu.py -k "128"   # quicker
+
+Results quoted in docs/cpu_backend.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import harness
+
+BATCH, C = 1, 256
+SIDES = (32, 64, 96)
+DS = (32, 256)
+PROVIDERS = ("cpu", "eager", "compile")
+ROUNDS = int(os.environ.get("GGNET_BENCH_ROUNDS", "3"))
+THREADS = max(1, min(2, os.cpu_count() or 1))
+
+pytestmark = pytest.mark.skipif(
+    harness.registry.unavailable_reason("cpu") is not None,
+    reason=f"cpu backend unavailable: {harness.registry.unavailable_reason('cpu')}")
+
+
+def make_inputs(n: int, d: int, grad: bool):
+    """theta, phi [B,N,d], eta, rho [B,N,d], mu [B,N,C], scaled like trained projections."""
+    scale = d ** -0.25
+    shapes = [(BATCH, n, d)] * 4 + [(BATCH, n, C)]
+    return [(s * torch.randn(shape)).requires_grad_(grad)
+            for shape, s in zip(shapes, [scale] * 4 + [1.0])]
+
+
+def make_call(provider: str, n: int, d: int, mode: str):
+    """A no-argument callable running one forward (no_grad) or forward+backward."""
+    fn = harness.spatial_fn(provider)
+    backward = mode == "fwdbwd"
+    inputs = make_inputs(n, d, backward)
+    dout = torch.randn(BATCH, n, C)
+
+    def call():
+        if backward:
+            for x in inputs:
+                x.grad = None
+            fn(*inputs).backward(dout)
+        else:
+            with torch.no_grad():
+                fn(*inputs)
+
+    return call
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("d", DS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
+def test_spatial_cpu_speed(benchmark, side, d, provider, mode):
+    torch.set_num_threads(THREADS)
+    call = make_call(provider, side * side, d, mode)
+    benchmark.extra_info.update({"provider": provider, "N": side * side, "side": side, "d": d,
+                                 "C": C, "mode": mode, "threads": THREADS,
+                                 "torch": torch.__version__})
+    benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+
+
+MEMORY_CASES = ([(s, 32, p, m) for s in SIDES for m in ("fwd", "fwdbwd") for p in PROVIDERS]
+                + [(128, 32, p, "fwd") for p in ("cpu", "eager", "reference")])
+
+
+def peak_in_subprocess(side: int, d: int, provider: str, mode: str) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), provider, str(side), str(d), mode],
+        capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("side,d,provider,mode", MEMORY_CASES,
+                         ids=lambda v: str(v) if not isinstance(v, int) else f"{v}")
+def test_spatial_cpu_peak_memory(benchmark, side, d, provider, mode):
+    result = benchmark.pedantic(peak_in_subprocess, args=(side, d, provider, mode), rounds=1,
+                                iterations=1)
+    benchmark.extra_info.update({"provider": provider, "N": side * side, "side": side, "d": d,
+                                 "C": C, "mode": mode, **result})
+    assert result["peak_extra_bytes"] is not None
+
+
+GGNET_CASES = [(stride, backend) for stride in (8, 4) for backend in ("cpu", "reference")]
+
+
+@pytest.mark.parametrize("stride,backend", GGNET_CASES, ids=lambda v: str(v))
+def test_ggnet_inference_256(benchmark, stride, backend):
+    """GG-Net (paper preset, ResNeXt-101 32x8d, random weights) on one 256x256 image:
+    the GGB at stride 8 (N = 32x32, the paper) or 4 (N = 64x64, the released code)."""
+    pytest.importorskip("ggnet_fast.models")
+    result = benchmark.pedantic(peak_in_subprocess, args=(stride, 0, f"ggnet:{backend}", "fwd"),
+                                rounds=1, iterations=1)
+    benchmark.extra_info.update({"backend": backend, "ggb_stride": stride, **result})
+    assert result["backends"] == [backend]
+
+
+def _ggnet_child(backend: str, stride: int) -> None:
+    import statistics
+    import time
+
+    from ggnet_fast.backends import record_dispatch
+    from ggnet_fast.models import build_ggnet
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model = build_ggnet(preset="paper", ggb_stride=stride, backend=backend).eval()
+    image = torch.randn(1, 3, 256, 256)
+
+    def call():
+        with torch.inference_mode():
+            model(image)
+
+    with record_dispatch() as calls:
+        call()  # warm-up
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    peak = harness.peak_extra_bytes(call, torch.device("cpu"))
+    print(json.dumps({"peak_extra_bytes": peak,
+                      "peak_extra_MiB": None if peak is None else round(peak / 2**20, 1),
+                      "median_s": statistics.median(times), "min_s": min(times),
+                      "backends": sorted({b for _, b in calls})}))
+
+
+def _child(provider: str, side: int, d: int, mode: str) -> None:
+    """Run one case in this fresh process and print its peak extra memory as JSON."""
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    call = make_call(provider, side * side, d, mode)
+    call()  # warm-up: compilation, thread pools, BLAS buffers are not the operator's cost
+    peak = harness.peak_extra_bytes(call, torch.device("cpu"))
+    print(json.dumps({"peak_extra_bytes": peak,
+                      "peak_extra_MiB": None if peak is None else round(peak / 2**20, 1)}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1].startswith("ggnet:"):
+        _ggnet_child(sys.argv[1].split(":", 1)[1], int(sys.argv[2]))
+    else:
+        _child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -1,0 +1,289 @@
+// Fused guided spatial attention on the CPU: forward and backward (kernels.md contract).
+//
+// Work is split into tiles of queries x keys.  The score and value products of a tile are
+// BLAS calls (at::cpu::mm_out / addmm_out on block views, so MKL/OpenBLAS does the flops);
+// the exponentials run in the vectorised routines of tile_math.h.  Each thread owns at
+// most three score tiles of tile_budget_bytes() (16 MiB) in all and a kBQ x C
+// accumulator: nothing N x N is ever allocated.  While a whole strip of kBQ = 64 query rows
+// (all N keys) fits the budget -- N <= 21845 in float32 -- a tile is that strip, so
+// each product is one BLAS call and the second pass reuses the scores of the first;
+// beyond it the tiles stream over key blocks and the second pass recomputes them.
+//
+// Forward, one task per (batch, query block), OpenMP via at::parallel_for:
+//   pass 1 over key blocks: online lse_a and lse_b;
+//   pass 2 over key blocks: e = expm1(p), L += sum e, acc += e @ mu;
+//   o = (sum_j mu_j + acc) / L.
+// Backward (R_i = sum_j p_ij dp_ij needs a whole row before da can be formed):
+//   loop 1, one task per (batch, query block): a key pass for R, then a key pass for
+//           dtheta += da @ phi and deta += db @ rho;
+//   loop 2, one task per (batch, block of kBK = 64 keys): a query pass for
+//           dmu += s^T @ do, dphi += da^T @ theta and drho += db^T @ eta.
+// Every output row is written by exactly one task in a fixed order, so results do not
+// depend on the thread count and no atomics or per-thread copies are needed.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <vector>
+
+#include "cpu/tile_math.h"
+#include "ggnet_ops.h"
+
+namespace ggnet::cpu {
+namespace {
+
+constexpr int64_t kBQ = 64;  // queries per tile of the forward and of backward loop 1
+constexpr int64_t kBK = 64;  // keys per tile of backward loop 2
+
+// Bytes of score tiles each thread may hold (three tiles).  When a whole row strip
+// (kBQ x N, or N x kBK in loop 2) fits, a tile is the strip: one BLAS call per product and
+// no recomputation between the passes.  Otherwise tiles of this size stream over the
+// keys (queries) and pass 2 recomputes the scores.  GGNET_CPU_TILE_BYTES overrides it
+// (tests use a small value to exercise the streaming path at small N).
+int64_t tile_budget_bytes() {
+  static const int64_t fallback = int64_t(16) << 20;
+  const char* env = std::getenv("GGNET_CPU_TILE_BYTES");
+  if (env == nullptr || *env == '\0') return fallback;
+  const long long v = std::atoll(env);
+  return v > 0 ? static_cast<int64_t>(v) : fallback;
+}
+
+// Tile length along the streamed dimension: everything if it fits, else a multiple of 16.
+int64_t tile_len(int64_t n, int64_t other, int64_t elem_size) {
+  const int64_t fit = tile_budget_bytes() / (3 * other * elem_size);
+  if (fit >= n) return n;
+  return std::max<int64_t>(16, fit / 16 * 16);
+}
+
+struct Blocks {
+  int64_t n, bq, bk, nqb, nkb;
+  Blocks(int64_t n_, int64_t bq_, int64_t bk_)
+      : n(n_), bq(bq_), bk(bk_), nqb((n_ + bq_ - 1) / bq_), nkb((n_ + bk_ - 1) / bk_) {}
+  int64_t q0(int64_t qb) const { return qb * bq; }
+  int64_t nq(int64_t qb) const { return std::min(bq, n - qb * bq); }
+  int64_t k0(int64_t kb) const { return kb * bk; }
+  int64_t nk(int64_t kb) const { return std::min(bk, n - kb * bk); }
+};
+
+// A row-major [rows, cols] view of thread-local scratch.
+at::Tensor tile_view(const at::Tensor& scratch, int64_t rows, int64_t cols) {
+  return scratch.narrow(0, 0, rows * cols).view({rows, cols});
+}
+
+// out = x[q0:q0+nq] @ y[k0:k0+nk]^T  (scores of one tile)
+void scores(at::Tensor& out, const at::Tensor& x, const at::Tensor& y, int64_t q0, int64_t nq,
+            int64_t k0, int64_t nk) {
+  at::cpu::mm_out(out, x.narrow(0, q0, nq), y.narrow(0, k0, nk).t());
+}
+
+at::Tensor to_acc(const at::Tensor& x, at::ScalarType acc) {
+  return x.to(acc).contiguous();
+}
+
+template <typename T>
+void spatial_forward_impl(const at::Tensor& th, const at::Tensor& ph, const at::Tensor& et,
+                          const at::Tensor& rh, const at::Tensor& mu, at::Tensor& o,
+                          at::Tensor& stats) {
+  const int64_t batch = th.size(0), n = th.size(1), c = mu.size(2);
+  const int64_t bq = std::min(kBQ, n);
+  const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));
+  const at::Tensor musum = mu.sum(1);  // [B, C]
+  const T* musum_p = musum.data_ptr<T>();
+  T* o_p = o.data_ptr<T>();
+  T* st_p = stats.data_ptr<T>();
+
+  at::parallel_for(0, batch * blk.nqb, 1, [&](int64_t begin, int64_t end) {
+    const auto opts = th.options();
+    at::Tensor sa = at::empty({blk.bq * blk.bk}, opts), sb = at::empty({blk.bq * blk.bk}, opts);
+    at::Tensor acc = at::empty({blk.bq, c}, opts);
+    std::vector<T> ma(blk.bq), sa_sum(blk.bq), mb(blk.bq), sb_sum(blk.bq), lse_a(blk.bq),
+        lse_b(blk.bq), esum(blk.bq);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blk.nqb, qb = task % blk.nqb;
+      const int64_t q0 = blk.q0(qb), nq = blk.nq(qb);
+      const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b];
+      std::fill(ma.begin(), ma.end(), -std::numeric_limits<T>::infinity());
+      std::fill(mb.begin(), mb.end(), -std::numeric_limits<T>::infinity());
+      std::fill(sa_sum.begin(), sa_sum.end(), T(0));
+      std::fill(sb_sum.begin(), sb_sum.end(), T(0));
+      // pass 1: row logsumexps of both score matrices
+      for (int64_t kb = 0; kb < blk.nkb; ++kb) {
+        const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
+        at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk);
+        scores(ta, thb, phb, q0, nq, k0, nk);
+        scores(tb, etb, rhb, q0, nq, k0, nk);
+        lse_update(ta.data_ptr<T>(), nq, nk, ma.data(), sa_sum.data());
+        lse_update(tb.data_ptr<T>(), nq, nk, mb.data(), sb_sum.data());
+      }
+      for (int64_t i = 0; i < nq; ++i) {
+        lse_a[i] = ma[i] + std::log(sa_sum[i]);
+        lse_b[i] = mb[i] + std::log(sb_sum[i]);
+        esum[i] = T(0);
+      }
+      // pass 2: e = expm1(p) and acc = sum_j e_ij mu_j
+      at::Tensor acc_t = acc.narrow(0, 0, nq);
+      acc_t.zero_();
+      for (int64_t kb = 0; kb < blk.nkb; ++kb) {
+        const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
+        at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk);
+        if (blk.nkb > 1) {  // one key block: the tiles still hold pass 1's scores
+          scores(ta, thb, phb, q0, nq, k0, nk);
+          scores(tb, etb, rhb, q0, nq, k0, nk);
+        }
+        fwd_weights(ta.data_ptr<T>(), tb.data_ptr<T>(), nq, nk, lse_a.data(), lse_b.data(),
+                    esum.data());
+        at::cpu::addmm_out(acc_t, acc_t, ta, mub.narrow(0, k0, nk));
+      }
+      const T* acc_p = acc_t.data_ptr<T>();
+      const T* ms = musum_p + b * c;
+      for (int64_t i = 0; i < nq; ++i) {
+        const T l = static_cast<T>(n) + esum[i];
+        const T inv_l = T(1) / l;
+        T* orow = o_p + (b * n + q0 + i) * c;
+        const T* arow = acc_p + i * c;
+        for (int64_t k = 0; k < c; ++k) orow[k] = (ms[k] + arow[k]) * inv_l;
+        st_p[(b * 3 + 0) * n + q0 + i] = lse_a[i];
+        st_p[(b * 3 + 1) * n + q0 + i] = lse_b[i];
+        st_p[(b * 3 + 2) * n + q0 + i] = l;
+      }
+    }
+  });
+}
+
+template <typename T>
+void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at::Tensor& ph,
+                           const at::Tensor& et, const at::Tensor& rh, const at::Tensor& mu,
+                           const at::Tensor& stats, const at::Tensor& dvec, at::Tensor& rvec,
+                           at::Tensor& dth, at::Tensor& dph, at::Tensor& det, at::Tensor& drh,
+                           at::Tensor& dmu) {
+  const int64_t batch = th.size(0), n = th.size(1);
+  const int64_t bq = std::min(kBQ, n), bk = std::min(kBK, n);
+  const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));        // loop 1: query blocks
+  const Blocks blk2(n, tile_len(n, bk, sizeof(T)), bk);       // loop 2: key blocks
+  const T* st_p = stats.data_ptr<T>();
+  const T* d_p = dvec.data_ptr<T>();
+  T* r_p = rvec.data_ptr<T>();
+  const auto opts = th.options();
+
+  // Loop 1: per query block, R then dtheta / deta.
+  at::parallel_for(0, batch * blk.nqb, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor sa = at::empty({blk.bq * blk.bk}, opts), sb = at::empty({blk.bq * blk.bk}, opts),
+               sd = at::empty({blk.bq * blk.bk}, opts);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blk.nqb, qb = task % blk.nqb;
+      const int64_t q0 = blk.q0(qb), nq = blk.nq(qb);
+      const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b],
+                       gob = go[b];
+      const T* la = st_p + (b * 3 + 0) * n + q0;
+      const T* lb = st_p + (b * 3 + 1) * n + q0;
+      const T* ll = st_p + (b * 3 + 2) * n + q0;
+      const T* dd = d_p + b * n + q0;
+      T* rr = r_p + b * n + q0;
+      std::fill(rr, rr + nq, T(0));
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t kb = 0; kb < blk.nkb; ++kb) {
+          const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
+          at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
+                     td = tile_view(sd, nq, nk);
+          if (pass == 0 || blk.nkb > 1) {  // the R pass leaves the tiles unchanged
+            scores(ta, thb, phb, q0, nq, k0, nk);
+            scores(tb, etb, rhb, q0, nq, k0, nk);
+            scores(td, gob, mub, q0, nq, k0, nk);  // ds = do . mu
+          }
+          bwd_tile(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll, dd,
+                   rr, pass == 0);
+          if (pass == 1) {
+            at::Tensor dthq = dth[b].narrow(0, q0, nq), detq = det[b].narrow(0, q0, nq);
+            at::cpu::addmm_out(dthq, dthq, ta, phb.narrow(0, k0, nk));
+            at::cpu::addmm_out(detq, detq, tb, rhb.narrow(0, k0, nk));
+          }
+        }
+      }
+    }
+  });
+
+  // Loop 2: per key block, dmu / dphi / drho (reductions over all queries).
+  at::parallel_for(0, batch * blk2.nkb, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor sa = at::empty({blk2.bq * blk2.bk}, opts), sb = at::empty({blk2.bq * blk2.bk}, opts),
+               sd = at::empty({blk2.bq * blk2.bk}, opts);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blk2.nkb, kb = task % blk2.nkb;
+      const int64_t k0 = blk2.k0(kb), nk = blk2.nk(kb);
+      const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b],
+                       gob = go[b];
+      at::Tensor dmuk = dmu[b].narrow(0, k0, nk), dphk = dph[b].narrow(0, k0, nk),
+                 drhk = drh[b].narrow(0, k0, nk);
+      for (int64_t qb = 0; qb < blk2.nqb; ++qb) {
+        const int64_t q0 = blk2.q0(qb), nq = blk2.nq(qb);
+        at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
+                   td = tile_view(sd, nq, nk);
+        scores(ta, thb, phb, q0, nq, k0, nk);
+        scores(tb, etb, rhb, q0, nq, k0, nk);
+        scores(td, gob, mub, q0, nq, k0, nk);
+        bwd_tile(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk,
+                 st_p + (b * 3 + 0) * n + q0, st_p + (b * 3 + 1) * n + q0,
+                 st_p + (b * 3 + 2) * n + q0, d_p + b * n + q0, r_p + b * n + q0, false);
+        at::cpu::addmm_out(dmuk, dmuk, td.t(), gob.narrow(0, q0, nq));
+        at::cpu::addmm_out(dphk, dphk, ta.t(), thb.narrow(0, q0, nq));
+        at::cpu::addmm_out(drhk, drhk, tb.t(), etb.narrow(0, q0, nq));
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& theta,
+                                                   const at::Tensor& phi,
+                                                   const at::Tensor& eta,
+                                                   const at::Tensor& rho,
+                                                   const at::Tensor& mu) {
+  check_spatial_inputs(theta, phi, eta, rho, mu);
+  const auto acc = acc_type(theta.scalar_type());
+  const at::Tensor th = to_acc(theta, acc), ph = to_acc(phi, acc), et = to_acc(eta, acc),
+                   rh = to_acc(rho, acc), m = to_acc(mu, acc);
+  at::Tensor o = at::empty({th.size(0), th.size(1), m.size(2)}, th.options());
+  at::Tensor stats = at::empty({th.size(0), 3, th.size(1)}, th.options());
+  AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::spatial_fwd", [&] {
+    spatial_forward_impl<scalar_t>(th, ph, et, rh, m, o, stats);
+  });
+  return {o, stats};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cpu(
+    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
+    const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o,
+    const at::Tensor& stats) {
+  check_spatial_inputs(theta, phi, eta, rho, mu);
+  TORCH_CHECK(grad_o.sizes() == mu.sizes(), "spatial_bwd: grad_o must have mu's shape");
+  TORCH_CHECK(o.sizes() == mu.sizes(), "spatial_bwd: o must have mu's shape");
+  TORCH_CHECK(stats.dim() == 3 && stats.size(0) == theta.size(0) && stats.size(1) == 3 &&
+                  stats.size(2) == theta.size(1),
+              "spatial_bwd: stats must be [B, 3, N] as returned by spatial_fwd");
+  const auto acc = acc_type(theta.scalar_type());
+  const at::Tensor th = to_acc(theta, acc), ph = to_acc(phi, acc), et = to_acc(eta, acc),
+                   rh = to_acc(rho, acc), m = to_acc(mu, acc), go = to_acc(grad_o, acc),
+                   st = to_acc(stats, acc);
+  const at::Tensor dvec = (go * o.to(acc)).sum(-1).contiguous();  // D_i = do_i . o_i
+  at::Tensor rvec = at::empty_like(dvec);
+  at::Tensor dth = at::zeros_like(th), dph = at::zeros_like(ph), det = at::zeros_like(et),
+             drh = at::zeros_like(rh), dmu = at::zeros_like(m);
+  AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::spatial_bwd", [&] {
+    spatial_backward_impl<scalar_t>(go, th, ph, et, rh, m, st, dvec, rvec, dth, dph, det, drh,
+                                    dmu);
+  });
+  return {dth.to(theta.scalar_type()), dph.to(phi.scalar_type()), det.to(eta.scalar_type()),
+          drh.to(rho.scalar_type()), dmu.to(mu.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ggnet_fast, CPU, m) {
+  m.impl("spatial_fwd", &spatial_fwd_cpu);
+  m.impl("spatial_bwd", &spatial_bwd_cpu);
+}
+
+}  // namespace ggnet::cpu

@@ -1,0 +1,40 @@
+// Out-of-line, multiversioned instances of the tile routines in tile_math.h.  This file
+// includes no torch header, so it compiles in about a second.
+#include "cpu/tile_math.h"
+
+namespace ggnet::cpu {
+
+GGNET_MULTIVERSION
+void lse_update(const float* a, std::int64_t nq, std::int64_t nk, float* m, float* s) {
+  lse_update_impl(a, nq, nk, m, s);
+}
+
+void lse_update(const double* a, std::int64_t nq, std::int64_t nk, double* m, double* s) {
+  lse_update_impl(a, nq, nk, m, s);
+}
+
+GGNET_MULTIVERSION
+void fwd_weights(float* a, const float* b, std::int64_t nq, std::int64_t nk,
+                 const float* lse_a, const float* lse_b, float* esum) {
+  fwd_weights_impl(a, b, nq, nk, lse_a, lse_b, esum);
+}
+
+void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk,
+                 const double* lse_a, const double* lse_b, double* esum) {
+  fwd_weights_impl(a, b, nq, nk, lse_a, lse_b, esum);
+}
+
+GGNET_MULTIVERSION
+void bwd_tile(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
+              const float* lse_a, const float* lse_b, const float* L, const float* D,
+              float* R, bool r_only) {
+  bwd_tile_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R, r_only);
+}
+
+void bwd_tile(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
+              const double* lse_a, const double* lse_b, const double* L, const double* D,
+              double* R, bool r_only) {
+  bwd_tile_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R, r_only);
+}
+
+}  // namespace ggnet::cpu

@@ -1,0 +1,44 @@
+// Shared declarations of the ggnet_fast torch operators (namespace `ggnet_fast`).
+//
+// The schemas are defined once in csrc/ops.cpp (TORCH_LIBRARY); each device adds its
+// kernels with TORCH_LIBRARY_IMPL(ggnet_fast, <Device>, m):
+//   csrc/cpu/spatial_cpu.cpp   -> CPU  kernels of spatial_fwd / spatial_bwd
+//   csrc/cuda/*.cpp (+ .cu)    -> CUDA kernels of the same ops (the .cu files hold plain
+//                                 launchers on raw pointers and never include torch headers)
+//
+// Operators (all tensors batch-major, contiguous or not; kernels make them contiguous):
+//
+//   spatial(theta[B,N,d], phi[B,N,d], eta[B,N,dg], rho[B,N,dg], mu[B,N,C]) -> o[B,N,C]
+//       Differentiable public op (autograd kernel in ops.cpp).  o is in the accumulation
+//       dtype acc = float64 for float64 inputs, float32 otherwise; callers cast.
+//   spatial_fwd(theta, phi, eta, rho, mu) -> (o[B,N,C] acc, stats[B,3,N] acc)
+//       stats[:,0] = lse_a (row logsumexp of theta phi^T), stats[:,1] = lse_b (of eta rho^T),
+//       stats[:,2] = L = sum_j exp(p_ij) = N + sum_j expm1(p_ij).
+//   spatial_bwd(grad_o[B,N,C], theta, phi, eta, rho, mu, o, stats)
+//       -> (dtheta, dphi, deta, drho, dmu), each in its input's dtype.
+//   channel(y[B,C,N], g[B,C,N], str combine, str? stabilize, float? scale) -> out[B,C,N] acc
+//   channel_fwd(...) -> (out acc, sz[B,C,C] acc, sg[B,C,C] acc, m[B,C,C] acc)
+//   channel_bwd(grad_out, y, g, sz, sg, m, combine, stabilize, scale) -> (dy, dg)
+//       The channel ops are written with ATen calls (CompositeExplicitAutograd), so every
+//       device has them; a device may still register its own kernels.
+//
+// Mathematics: shared/design/kernels.md (two key-block passes, expm1 form, backward by
+// recomputation from the per-row statistics).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+
+namespace ggnet {
+
+// float64 stays float64; float32, float16 and bfloat16 accumulate in float32.
+inline at::ScalarType acc_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Shape/dtype/device checks shared by every device's spatial kernels.
+void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi,
+                          const at::Tensor& eta, const at::Tensor& rho,
+                          const at::Tensor& mu);
+
+}  // namespace ggnet

@@ -1,0 +1,433 @@
+"""Fused Triton kernels for guided spatial attention, ``combine="product"``.
+
+Per batch element (``shared/design/kernels.md``; design notes in ``docs/triton.md``)::
+
+    a = theta phi^T, b = eta rho^T          [N, N]  (never stored)
+    p = exp(a + b - lse_a - lse_b)          in (0, 1]
+    e = expm1(p),  L = N + sum_j e          outer softmax s = (1 + e) / L
+    o = (sum_j mu_j + e @ mu) / L           [N, C]
+
+Kernels (grid axis 0 over row tiles, last axis over the batch):
+
+* ``_lse_kernel``   pass 1: both row log-sum-exps in one loop over key tiles.
+* ``_fwd_kernel``   pass 2: one MMA over the concatenations [theta, eta] . [phi, rho]
+  (K = d + dg) gives a + b, then p, e and the value product; optionally also
+  ``o2 = sum_j p s mu_j`` and ``q = sum_j p s`` so the backward needs no R pass.
+  Axis 1 splits C into chunks (``C_SPLIT``) to bound the accumulator registers.
+* ``_bwd_dq_kernel``  dtheta, deta per query tile (and, in the R-pass variant, first
+  ``R_i = sum_j p dp`` in a separate loop).
+* ``_bwd_dkv_kernel`` dphi, drho, dmu per key tile.
+
+Saved for backward: the inputs, o (float32), stats [B, 4, N] = (lse_a, lse_b, L, q) and,
+in the default one-pass variant, o2 [B, N, C].  Nothing N x N exists in memory.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ._config import block, dot_precision, expm1_unit, tuned
+
+#: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
+#: per kernel; "pass": no extra forward accumulator, R from a separate loop.  Both give
+#: the same result; ``GGNET_TRITON_R_MODE`` selects one (for benchmarking).
+R_MODE = os.environ.get("GGNET_TRITON_R_MODE", "o2")
+if R_MODE not in ("o2", "pass"):
+    raise ValueError(f"GGNET_TRITON_R_MODE must be 'o2' or 'pass', got {R_MODE!r}")
+
+_KEY = ["N", "D", "DG", "C"]
+
+
+def _wide(args) -> bool:
+    """d + dg > 128 (e.g. the released d = dg = 256): the small-tile configuration list."""
+    return args["D"] + args["DG"] > 128
+
+
+def _cfg(keys, rows):
+    return [dict(zip(keys, row)) for row in rows]
+
+
+_MN = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
+_MNC = ("BLOCK_M", "BLOCK_N", "C_SPLIT", "num_warps", "num_stages")
+# Chosen from an AOT compile for sm_90 (python -m ggnet_fast.backends.triton._aot):
+# spill-free or nearly so at d = dg = 32, C = 256 ("narrow") and d = dg = C = 256
+# ("wide"); the autotuner times only the list that matches the problem.
+_LSE = tuned(
+    _cfg(_MN, [(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]),
+    _cfg(_MN, [(128, 64, 8, 3), (64, 32, 4, 2)]),
+    dict(BLOCK_M=128, BLOCK_N=128), _wide)
+_FWD = tuned(
+    _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 32, 2, 4, 2), (64, 64, 1, 8, 2), (128, 64, 1, 8, 2)]),
+    _cfg(_MNC, [(32, 32, 1, 8, 2), (128, 32, 2, 8, 2), (64, 32, 2, 8, 2)]),
+    dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _wide)
+_DQ = tuned(
+    _cfg(_MN, [(64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2)]),
+    _cfg(_MN, [(32, 32, 8, 2), (32, 64, 8, 2)]),
+    dict(BLOCK_M=128, BLOCK_N=128), _wide)
+_DKV = tuned(
+    _cfg(_MN, [(64, 64, 8, 2), (32, 32, 8, 2), (64, 32, 8, 2)]),
+    _cfg(_MN, [(32, 16, 4, 2), (32, 32, 8, 2), (64, 16, 8, 2)]),
+    dict(BLOCK_M=128, BLOCK_N=128), _wide)
+
+
+def _c_block(c: int, split: int) -> int:
+    return block(max(1, triton.next_power_of_2(c) // split))
+
+
+# ----------------------------------------------------------------------------- forward
+@triton.autotune(key=_KEY, **_LSE)
+@triton.jit
+def _lse_kernel(Q, K, STATS, N, D, DG, C, DT,
+                BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr, PREC: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Pass 1: STATS[b, 0] = lse_j(theta_i . phi_j), STATS[b, 1] = lse_j(eta_i . rho_j)."""
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    base = pid_b * N * DT
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_g = tl.arange(0, BLOCK_DG)
+    rm = offs_m < N
+    th = tl.load(Q + base + offs_m[:, None] * DT + offs_d[None, :],
+                 mask=rm[:, None] & (offs_d[None, :] < D), other=0.0)
+    et = tl.load(Q + base + offs_m[:, None] * DT + D + offs_g[None, :],
+                 mask=rm[:, None] & (offs_g[None, :] < DG), other=0.0)
+    m_a = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    m_b = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_a = tl.zeros([BLOCK_M], tl.float32)
+    l_b = tl.zeros([BLOCK_M], tl.float32)
+    for start in range(0, N, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        cn = offs_n < N
+        ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
+                     mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
+        rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
+                     mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
+        a = tl.dot(th, tl.trans(ph), input_precision=PREC)
+        b = tl.dot(et, tl.trans(rh), input_precision=PREC)
+        a = tl.where(cn[None, :], a, float("-inf"))
+        b = tl.where(cn[None, :], b, float("-inf"))
+        na = tl.maximum(m_a, tl.max(a, 1))
+        nb = tl.maximum(m_b, tl.max(b, 1))
+        l_a = l_a * tl.exp(m_a - na) + tl.sum(tl.exp(a - na[:, None]), 1)
+        l_b = l_b * tl.exp(m_b - nb) + tl.sum(tl.exp(b - nb[:, None]), 1)
+        m_a = na
+        m_b = nb
+    sbase = STATS + pid_b * 4 * N
+    tl.store(sbase + offs_m, m_a + tl.log(l_a), mask=rm)
+    tl.store(sbase + N + offs_m, m_b + tl.log(l_b), mask=rm)
+
+
+@triton.autotune(key=_KEY, **_FWD)
+@triton.heuristics({"BLOCK_C": lambda a: _c_block(a["C"], a["C_SPLIT"])})
+@triton.jit
+def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
+                BLOCK_K: tl.constexpr, SAVE_O2: tl.constexpr, PREC: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, C_SPLIT: tl.constexpr,
+                BLOCK_C: tl.constexpr):
+    """Pass 2: O = (sum_j mu_j + sum_j e_ij mu_j) / L_i for one C chunk; STATS[2:4] = L, q."""
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    qbase = pid_b * N * DT
+    vbase = pid_b * N * C
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    rm = offs_m < N
+    cc = offs_c < C
+    q = tl.load(Q + qbase + offs_m[:, None] * DT + offs_k[None, :],
+                mask=rm[:, None] & (offs_k[None, :] < DT), other=0.0)
+    sbase = STATS + pid_b * 4 * N
+    lse = (tl.load(sbase + offs_m, mask=rm, other=0.0)
+           + tl.load(sbase + N + offs_m, mask=rm, other=0.0))
+    acc = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+    esum = tl.zeros([BLOCK_M], tl.float32)
+    qsum = tl.zeros([BLOCK_M], tl.float32)
+    for start in range(0, N, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        cn = offs_n < N
+        kt = tl.load(K + qbase + offs_n[:, None] * DT + offs_k[None, :],
+                     mask=cn[:, None] & (offs_k[None, :] < DT), other=0.0)
+        mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
+                     mask=cn[:, None] & cc[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(kt), input_precision=PREC)  # a + b in one MMA
+        p = tl.where(cn[None, :], tl.exp(s - lse[:, None]), 0.0)
+        e = expm1_unit(p)
+        esum += tl.sum(e, 1)
+        acc = tl.dot(e.to(mu.dtype), mu, acc, input_precision=PREC)
+        if SAVE_O2:
+            w = p + p * e  # p * exp(p)
+            qsum += tl.sum(w, 1)
+            acc2 = tl.dot(w.to(mu.dtype), mu, acc2, input_precision=PREC)
+    L = N + esum
+    musum = tl.load(MUSUM + pid_b * C + offs_c, mask=cc, other=0.0)
+    o = (musum[None, :] + acc) / L[:, None]
+    omask = rm[:, None] & cc[None, :]
+    tl.store(O + vbase + offs_m[:, None] * C + offs_c[None, :], o, mask=omask)
+    if SAVE_O2:
+        tl.store(O2 + vbase + offs_m[:, None] * C + offs_c[None, :], acc2 / L[:, None], mask=omask)
+    if pid_c == 0:
+        tl.store(sbase + 2 * N + offs_m, L, mask=rm)
+        tl.store(sbase + 3 * N + offs_m, qsum / L, mask=rm)
+
+
+# ---------------------------------------------------------------------------- backward
+@triton.autotune(key=_KEY, **_DQ)
+@triton.jit
+def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
+                   BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr, BLOCK_C: tl.constexpr,
+                   R_PASS: tl.constexpr, PREC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """DTH[b, i] = sum_j da_ij phi_j ([B, N, d]), DET[b, i] = sum_j db_ij rho_j ([B, N, dg]).
+
+    DOL = do / L (float32 [B, N, C]); BST[b] = (D_i / L_i, R_i).  With R_PASS, R_i is
+    first computed here (one extra loop) and written to BST[b, 1].
+    """
+    pid_m = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    base = pid_b * N * DT
+    vbase = pid_b * N * C
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_g = tl.arange(0, BLOCK_DG)
+    offs_c = tl.arange(0, BLOCK_C)
+    rm = offs_m < N
+    cc = offs_c < C
+    th = tl.load(Q + base + offs_m[:, None] * DT + offs_d[None, :],
+                 mask=rm[:, None] & (offs_d[None, :] < D), other=0.0)
+    et = tl.load(Q + base + offs_m[:, None] * DT + D + offs_g[None, :],
+                 mask=rm[:, None] & (offs_g[None, :] < DG), other=0.0)
+    dol = tl.load(DOL + vbase + offs_m[:, None] * C + offs_c[None, :],
+                  mask=rm[:, None] & cc[None, :], other=0.0).to(MU.dtype.element_ty)
+    sbase = STATS + pid_b * 4 * N
+    bbase = BST + pid_b * 2 * N
+    lse_a = tl.load(sbase + offs_m, mask=rm, other=0.0)
+    lse_b = tl.load(sbase + N + offs_m, mask=rm, other=0.0)
+    dl = tl.load(bbase + offs_m, mask=rm, other=0.0)
+    if R_PASS:
+        r = tl.zeros([BLOCK_M], tl.float32)
+        for start in range(0, N, BLOCK_N):
+            offs_n = start + tl.arange(0, BLOCK_N)
+            cn = offs_n < N
+            ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
+                         mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
+            rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
+                         mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
+            mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
+                         mask=cn[:, None] & cc[None, :], other=0.0)
+            ab = (tl.dot(th, tl.trans(ph), input_precision=PREC)
+                  + tl.dot(et, tl.trans(rh), input_precision=PREC))
+            p = tl.where(cn[None, :], tl.exp(ab - lse_a[:, None] - lse_b[:, None]), 0.0)
+            dsl = tl.dot(dol, tl.trans(mu), input_precision=PREC)
+            r += tl.sum(p * (1.0 + expm1_unit(p)) * (dsl - dl[:, None]), 1)
+        tl.store(bbase + N + offs_m, r, mask=rm)
+    else:
+        r = tl.load(bbase + N + offs_m, mask=rm, other=0.0)
+    dth = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    det = tl.zeros([BLOCK_M, BLOCK_DG], tl.float32)
+    for start in range(0, N, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        cn = offs_n < N
+        ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
+                     mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
+        rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
+                     mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
+        mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
+                     mask=cn[:, None] & cc[None, :], other=0.0)
+        a = tl.dot(th, tl.trans(ph), input_precision=PREC)
+        b = tl.dot(et, tl.trans(rh), input_precision=PREC)
+        sx = tl.where(cn[None, :], tl.exp(a - lse_a[:, None]), 0.0)
+        sg = tl.where(cn[None, :], tl.exp(b - lse_b[:, None]), 0.0)
+        p = sx * sg
+        dsl = tl.dot(dol, tl.trans(mu), input_precision=PREC)  # ds_ij / L_i
+        t = p * (1.0 + expm1_unit(p)) * (dsl - dl[:, None])      # p_ij dp_ij
+        da = t - sx * r[:, None]
+        db = t - sg * r[:, None]
+        dth = tl.dot(da.to(ph.dtype), ph, dth, input_precision=PREC)
+        det = tl.dot(db.to(rh.dtype), rh, det, input_precision=PREC)
+    tl.store(DTH + pid_b * N * D + offs_m[:, None] * D + offs_d[None, :],
+             dth.to(DTH.dtype.element_ty), mask=rm[:, None] & (offs_d[None, :] < D))
+    tl.store(DET + pid_b * N * DG + offs_m[:, None] * DG + offs_g[None, :],
+             det.to(DET.dtype.element_ty), mask=rm[:, None] & (offs_g[None, :] < DG))
+
+
+@triton.autotune(key=_KEY, **_DKV)
+@triton.jit
+def _bwd_dkv_kernel(Q, K, MU, DOL, DMUB, STATS, BST, DPH, DRH, DMU, N, D, DG, C, DT,
+                    BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr, BLOCK_C: tl.constexpr,
+                    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Per key tile j: DPH[b, j] = dphi_j, DRH[b, j] = drho_j, DMU[b, j] = dmu_j.
+
+    dmu_j = sum_i s_ij do_i = DMUB[b] + sum_i e_ij (do_i / L_i), DMUB[b] = sum_i do_i / L_i.
+    Works on transposed [key, query] tiles so every accumulation is a plain MMA.
+    """
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    base = pid_b * N * DT
+    vbase = pid_b * N * C
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_g = tl.arange(0, BLOCK_DG)
+    offs_c = tl.arange(0, BLOCK_C)
+    cn = offs_n < N
+    cc = offs_c < C
+    ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
+                 mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
+    rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
+                 mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
+    mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
+                 mask=cn[:, None] & cc[None, :], other=0.0)
+    sbase = STATS + pid_b * 4 * N
+    bbase = BST + pid_b * 2 * N
+    dph = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    drh = tl.zeros([BLOCK_N, BLOCK_DG], tl.float32)
+    dmu = tl.zeros([BLOCK_N, BLOCK_C], tl.float32)
+    for start in range(0, N, BLOCK_M):
+        offs_m = start + tl.arange(0, BLOCK_M)
+        rm = offs_m < N
+        th = tl.load(Q + base + offs_m[:, None] * DT + offs_d[None, :],
+                     mask=rm[:, None] & (offs_d[None, :] < D), other=0.0)
+        et = tl.load(Q + base + offs_m[:, None] * DT + D + offs_g[None, :],
+                     mask=rm[:, None] & (offs_g[None, :] < DG), other=0.0)
+        dol = tl.load(DOL + vbase + offs_m[:, None] * C + offs_c[None, :],
+                      mask=rm[:, None] & cc[None, :], other=0.0).to(mu.dtype)
+        lse_a = tl.load(sbase + offs_m, mask=rm, other=0.0)
+        lse_b = tl.load(sbase + N + offs_m, mask=rm, other=0.0)
+        dl = tl.load(bbase + offs_m, mask=rm, other=0.0)
+        r = tl.load(bbase + N + offs_m, mask=rm, other=0.0)
+        at = tl.dot(ph, tl.trans(th), input_precision=PREC)
+        bt = tl.dot(rh, tl.trans(et), input_precision=PREC)
+        sx = tl.where(rm[None, :], tl.exp(at - lse_a[None, :]), 0.0)
+        sg = tl.where(rm[None, :], tl.exp(bt - lse_b[None, :]), 0.0)
+        p = sx * sg
+        e = expm1_unit(p)
+        dmu = tl.dot(e.to(mu.dtype), dol, dmu, input_precision=PREC)
+        dsl = tl.dot(mu, tl.trans(dol), input_precision=PREC)
+        t = p * (1.0 + e) * (dsl - dl[None, :])
+        da = t - sx * r[None, :]
+        db = t - sg * r[None, :]
+        dph = tl.dot(da.to(th.dtype), th, dph, input_precision=PREC)
+        drh = tl.dot(db.to(et.dtype), et, drh, input_precision=PREC)
+    tl.store(DPH + pid_b * N * D + offs_n[:, None] * D + offs_d[None, :],
+             dph.to(DPH.dtype.element_ty), mask=cn[:, None] & (offs_d[None, :] < D))
+    tl.store(DRH + pid_b * N * DG + offs_n[:, None] * DG + offs_g[None, :],
+             drh.to(DRH.dtype.element_ty), mask=cn[:, None] & (offs_g[None, :] < DG))
+    dmub = tl.load(DMUB + pid_b * C + offs_c, mask=cc, other=0.0)
+    tl.store(DMU + vbase + offs_n[:, None] * C + offs_c[None, :],
+             (dmu + dmub[None, :]).to(DMU.dtype.element_ty), mask=cn[:, None] & cc[None, :])
+
+
+# ------------------------------------------------------------------- launch + torch ops
+def _fwd_impl(theta, phi, eta, rho, mu, save_o2):
+    batch, n, d = theta.shape
+    dg, c = eta.shape[2], mu.shape[2]
+    dt = d + dg
+    qcat = torch.cat([theta, eta], dim=-1).contiguous()
+    kcat = torch.cat([phi, rho], dim=-1).contiguous()
+    mu = mu.contiguous()
+    prec = dot_precision(theta.dtype)
+    stats = torch.empty(batch, 4, n, device=theta.device, dtype=torch.float32)
+    o = torch.empty(batch, n, c, device=theta.device, dtype=torch.float32)
+    o2 = torch.empty((batch, n, c) if save_o2 else (0,), device=theta.device, dtype=torch.float32)
+    musum = mu.sum(dim=1, dtype=torch.float32).contiguous()
+    _lse_kernel[lambda m: (triton.cdiv(n, m["BLOCK_M"]), batch)](
+        qcat, kcat, stats, n, d, dg, c, dt,
+        BLOCK_D=block(d), BLOCK_DG=block(dg), PREC=prec)
+    _fwd_kernel[lambda m: (triton.cdiv(n, m["BLOCK_M"]),
+                           triton.cdiv(c, _c_block(c, m["C_SPLIT"])), batch)](
+        qcat, kcat, mu, musum, stats, o, o2 if save_o2 else o, n, d, dg, c, dt,
+        BLOCK_K=block(dt), SAVE_O2=bool(save_o2), PREC=prec)
+    return o, stats, o2
+
+
+@torch.library.custom_op("ggnet_fast::triton_spatial_fwd", mutates_args=())
+def spatial_fwd(theta: torch.Tensor, phi: torch.Tensor, eta: torch.Tensor, rho: torch.Tensor,
+                mu: torch.Tensor, save_o2: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward: ``(o float32 [B,N,C], stats float32 [B,4,N], o2 float32 [B,N,C] or [0])``."""
+    with torch.autocast(theta.device.type, enabled=False):
+        return _fwd_impl(theta, phi, eta, rho, mu, save_o2)
+
+
+@spatial_fwd.register_fake
+def _(theta, phi, eta, rho, mu, save_o2):
+    batch, n, _ = theta.shape
+    c = mu.shape[2]
+    o = theta.new_empty(batch, n, c, dtype=torch.float32)
+    o2 = theta.new_empty((batch, n, c) if save_o2 else (0,), dtype=torch.float32)
+    return o, theta.new_empty(batch, 4, n, dtype=torch.float32), o2
+
+
+def _bwd_impl(do, theta, phi, eta, rho, mu, o, stats, o2):
+    batch, n, d = theta.shape
+    dg, c = eta.shape[2], mu.shape[2]
+    dt = d + dg
+    r_pass = o2.numel() == 0
+    qcat = torch.cat([theta, eta], dim=-1).contiguous()
+    kcat = torch.cat([phi, rho], dim=-1).contiguous()
+    mu = mu.contiguous()
+    prec = dot_precision(theta.dtype)
+    do = do.to(torch.float32)
+    big_l = stats[:, 2]
+    dvec = (do * o).sum(-1)                       # D_i = do_i . o_i
+    bst = torch.empty(batch, 2, n, device=do.device, dtype=torch.float32)
+    bst[:, 0] = dvec / big_l
+    if not r_pass:
+        bst[:, 1] = (do * o2).sum(-1) - dvec * stats[:, 3]   # R_i = do.o2 - D q
+    dol = (do / big_l[:, :, None]).contiguous()
+    dmub = dol.sum(dim=1).contiguous()
+    def new(x):  # gradients: written by the kernels in the input dtype, contiguous
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    dth, dph, det, drh, dmu = new(theta), new(theta), new(eta), new(eta), new(mu)
+    bd, bg, bc = block(d), block(dg), block(c)
+    _bwd_dq_kernel[lambda m: (triton.cdiv(n, m["BLOCK_M"]), batch)](
+        qcat, kcat, mu, dol, stats, bst, dth, det, n, d, dg, c, dt,
+        BLOCK_D=bd, BLOCK_DG=bg, BLOCK_C=bc, R_PASS=r_pass, PREC=prec)
+    _bwd_dkv_kernel[lambda m: (triton.cdiv(n, m["BLOCK_N"]), batch)](
+        qcat, kcat, mu, dol, dmub, stats, bst, dph, drh, dmu, n, d, dg, c, dt,
+        BLOCK_D=bd, BLOCK_DG=bg, BLOCK_C=bc, PREC=prec)
+    return dth, dph, det, drh, dmu
+
+
+@torch.library.custom_op("ggnet_fast::triton_spatial_bwd", mutates_args=())
+def spatial_bwd(do: torch.Tensor, theta: torch.Tensor, phi: torch.Tensor, eta: torch.Tensor,
+                rho: torch.Tensor, mu: torch.Tensor, o: torch.Tensor, stats: torch.Tensor,
+                o2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                           torch.Tensor, torch.Tensor]:
+    """Backward: gradients of theta, phi, eta, rho, mu (in the input dtype)."""
+    with torch.autocast(theta.device.type, enabled=False):
+        return _bwd_impl(do, theta, phi, eta, rho, mu, o, stats, o2)
+
+
+@spatial_bwd.register_fake
+def _(do, theta, phi, eta, rho, mu, o, stats, o2):
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format)
+                 for x in (theta, phi, eta, rho, mu))
+
+
+def _setup_context(ctx, inputs, output):
+    theta, phi, eta, rho, mu, _ = inputs
+    o, stats, o2 = output
+    ctx.save_for_backward(theta, phi, eta, rho, mu, o, stats, o2)
+
+
+def _backward(ctx, do, _dstats, _do2):
+    grads = spatial_bwd(do, *ctx.saved_tensors)
+    return (*grads, None)
+
+
+spatial_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def spatial(theta, phi, eta, rho, mu, *, out_dtype: torch.dtype) -> torch.Tensor:
+    """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> o [B,N,C] in ``out_dtype``."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (theta, phi, eta, rho, mu))
+    save_o2 = needs_grad and R_MODE == "o2"
+    o, _, _ = spatial_fwd(theta, phi, eta, rho, mu, save_o2)
+    return o.to(out_dtype)
