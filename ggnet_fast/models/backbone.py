@@ -116,12 +116,14 @@ def load_backbone_weights(stages: ResNetStages, name: str, weights) -> str | Non
     """
     if weights is None:
         return None
+    looks_like_path = isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and (os.sep in weights or weights.endswith((".pth", ".pt"))))
     if isinstance(weights, (str, os.PathLike)) and Path(weights).is_file():
         path = Path(weights)
+    elif looks_like_path:
+        raise FileNotFoundError(f"weights file {weights} does not exist")
     elif isinstance(weights, (str, torchvision.models.WeightsEnum)):
         path = _cached_weights_file(name, weights)
-    elif isinstance(weights, os.PathLike):
-        raise FileNotFoundError(f"weights file {weights} does not exist")
     else:
         raise TypeError("weights must be None, a path to a state dict or a torchvision weights "
                         f"enum, got {type(weights).__name__}")
