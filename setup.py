@@ -11,7 +11,7 @@ GGNET_CUDA   ``0``: never compile CUDA sources; ``1``: compile them and fail lou
              (nvcc under CUDA_HOME) and a CUDA build of torch are found.
 GGNET_CPU_EXT  ``0`` skips the compiled extension entirely (pure-Python install:
              only the ``reference``/``eager``/``triton`` backends).
-TORCH_CUDA_ARCH_LIST  defaults to ``8.0;9.0`` when no GPU is visible.
+TORCH_CUDA_ARCH_LIST  defaults to ``8.0;9.0+PTX`` when no GPU is visible.
 
 Always install with ``pip install --no-build-isolation -e .`` so the extension
 is compiled against the torch already in the environment.
@@ -90,7 +90,7 @@ def _extensions():
     define_macros = [("GGNET_PYTHON_MODULE", "1")]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         define_macros.append(("GGNET_WITH_CUDA", "1"))
         ext = cpp_extension.CUDAExtension(
             "ggnet_fast._C",

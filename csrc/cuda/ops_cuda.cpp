@@ -1,0 +1,249 @@
+// CUDA kernels of the ggnet_fast operators (schemas, autograd and Meta kernels: csrc/ops.cpp).
+//
+// This file checks the tensors, makes them contiguous, allocates the float32 outputs and
+// workspaces, and calls the plain launchers of csrc/cuda/*.cu (launchers.h) on the current
+// stream.  Registered for the CUDA dispatch key:
+//   spatial_fwd, spatial_bwd  fused streaming kernels (spatial_fwd.cu, spatial_bwd.cu), on
+//                             the tensor cores for fp16/bf16 on sm_80+ (wmma_tiles.cuh,
+//                             spatial_bwd_tc.cuh), scalar float32 tiles otherwise;
+//   spatial_cuda_path         (defined here) "tensor-cores" or "scalar": the path taken
+//   channel_fwd               cuBLAS Gram matrices + fused softmax/expm1 kernels (channel.cu)
+//                             + cuBLAS Q @ Y; channel_bwd keeps the ATen composite of ops.cpp.
+// The spatial kernels take float32/float16/bfloat16 (float64: backend="reference"; the
+// checks say so); channel_fwd computes float64 with ATen calls.
+// GGNET_CUDA_SCALAR=1 in the environment forces the scalar (non-tensor-core) path.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "cuda/launchers.h"
+#include "ggnet_ops.h"
+
+namespace ggnet::cuda_ops {
+namespace {
+
+using ggnet::cuda::DType;
+
+DType kernel_dtype(at::ScalarType t, const char* op) {
+  switch (t) {
+    case at::kFloat: return DType::kFloat32;
+    case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
+    default:
+      TORCH_CHECK_TYPE(false, "ggnet_fast::", op, ": the CUDA kernels take float32, float16 or "
+                       "bfloat16 inputs, got ", t, " (use backend='reference' for float64)");
+  }
+  return DType::kFloat32;  // unreachable
+}
+
+// Compute capability major of the current device, or 0 when the scalar path is forced.
+int device_major() {
+  const char* force = std::getenv("GGNET_CUDA_SCALAR");
+  if (force != nullptr && std::strcmp(force, "1") == 0) return 0;
+  int device = 0, major = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major;
+}
+
+void check_cuda(const at::Tensor& t, const char* name, const char* op) {
+  TORCH_CHECK_VALUE(t.is_cuda(), "ggnet_fast::", op, ": ", name, " must be a CUDA tensor, got ",
+                    t.device());
+}
+
+ggnet::cuda::SpatialSizes spatial_sizes(const at::Tensor& theta, const at::Tensor& eta,
+                                        const at::Tensor& mu) {
+  const int64_t batch = theta.size(0);
+  TORCH_CHECK_VALUE(batch <= 65535, "ggnet_fast::spatial: the CUDA kernels take B <= 65535, got ",
+                    batch);
+  return {batch, theta.size(1), theta.size(2), eta.size(2), mu.size(2)};
+}
+
+std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& theta, const at::Tensor& phi,
+                                                    const at::Tensor& eta, const at::Tensor& rho,
+                                                    const at::Tensor& mu) {
+  ggnet::check_spatial_inputs(theta, phi, eta, rho, mu);
+  check_cuda(theta, "theta", "spatial_fwd");
+  const DType dt = kernel_dtype(theta.scalar_type(), "spatial_fwd");
+  const c10::cuda::CUDAGuard guard(theta.device());
+  const at::Tensor th = theta.contiguous(), ph = phi.contiguous(), et = eta.contiguous(),
+                   rh = rho.contiguous(), mv = mu.contiguous();
+  const auto sz = spatial_sizes(th, et, mv);
+  const auto f32 = th.options().dtype(at::kFloat);
+  const at::Tensor musum = at::sum(mv, {1}, false, at::kFloat).contiguous();  // [B, C]
+  at::Tensor o = at::zeros({sz.batch, sz.n, sz.c}, f32);
+  at::Tensor stats = at::empty({sz.batch, 3, sz.n}, f32);
+  C10_CUDA_CHECK(ggnet::cuda::spatial_forward(
+      dt, th.data_ptr(), ph.data_ptr(), et.data_ptr(), rh.data_ptr(), mv.data_ptr(),
+      musum.data_ptr<float>(), o.data_ptr<float>(), stats.data_ptr<float>(), sz, device_major(),
+      c10::cuda::getCurrentCUDAStream()));
+  return {o, stats};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
+    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
+    const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o,
+    const at::Tensor& stats) {
+  ggnet::check_spatial_inputs(theta, phi, eta, rho, mu);
+  check_cuda(theta, "theta", "spatial_bwd");
+  const DType dt = kernel_dtype(theta.scalar_type(), "spatial_bwd");
+  TORCH_CHECK_VALUE(grad_o.sizes() == mu.sizes(), "ggnet_fast::spatial_bwd: grad_o must have mu's "
+                    "shape ", mu.sizes(), ", got ", grad_o.sizes());
+  TORCH_CHECK_VALUE(o.sizes() == mu.sizes(), "ggnet_fast::spatial_bwd: o must have mu's shape ",
+                    mu.sizes(), ", got ", o.sizes());
+  TORCH_CHECK_VALUE(stats.dim() == 3 && stats.size(0) == theta.size(0) && stats.size(1) == 3 &&
+                        stats.size(2) == theta.size(1),
+                    "ggnet_fast::spatial_bwd: stats must be [B, 3, N] as returned by spatial_fwd, "
+                    "got ", stats.sizes());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grad_o", &grad_o},
+                                {"o", &o}, {"stats", &stats}}) {
+    TORCH_CHECK_VALUE(t->device() == theta.device(), "ggnet_fast::spatial_bwd: ", name,
+                      " is on ", t->device(), " but theta is on ", theta.device());
+  }
+  const c10::cuda::CUDAGuard guard(theta.device());
+  const at::Tensor th = theta.contiguous(), ph = phi.contiguous(), et = eta.contiguous(),
+                   rh = rho.contiguous(), mv = mu.contiguous();
+  const at::Tensor go = grad_o.to(at::kFloat).contiguous();
+  const at::Tensor st = stats.to(at::kFloat).contiguous();
+  const auto sz = spatial_sizes(th, et, mv);
+  const at::Tensor dvec = (go * o.to(at::kFloat)).sum(-1).contiguous();  // D_i = do_i . o_i
+  at::Tensor rvec = at::empty_like(dvec);
+  const auto f32 = th.options().dtype(at::kFloat);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  if (ggnet::cuda::spatial_bwd_uses_tensor_cores(dt, sz, device_major())) {
+    // Tensor cores: operands zero-padded to [B, Npad, xpad] (fragments load straight from
+    // global memory), grad_o split into hi + lo parts of the input dtype.
+    const int64_t npad = (sz.n + 63) / 64 * 64;
+    const auto pad = [&](const at::Tensor& x) {
+      at::Tensor out = at::zeros({sz.batch, npad, (x.size(2) + 15) / 16 * 16}, th.options());
+      out.narrow(1, 0, sz.n).narrow(2, 0, x.size(2)).copy_(x);
+      return out;
+    };
+    const at::Tensor do_hi = go.to(th.scalar_type());
+    const at::Tensor do_lo = (go - do_hi.to(at::kFloat)).to(th.scalar_type());
+    const at::Tensor thp = pad(th), php = pad(ph), etp = pad(et), rhp = pad(rh), mup = pad(mv),
+                     hip = pad(do_hi), lop = pad(do_lo);
+    at::Tensor dth = at::empty(th.sizes(), f32), dph = at::empty(ph.sizes(), f32),
+               det = at::empty(et.sizes(), f32), drh = at::empty(rh.sizes(), f32),
+               dmu = at::empty(mv.sizes(), f32);
+    C10_CUDA_CHECK(ggnet::cuda::spatial_backward_tc(
+        dt, thp.data_ptr(), php.data_ptr(), etp.data_ptr(), rhp.data_ptr(), mup.data_ptr(),
+        hip.data_ptr(), lop.data_ptr(), st.data_ptr<float>(), dvec.data_ptr<float>(),
+        rvec.data_ptr<float>(), dth.data_ptr<float>(), dph.data_ptr<float>(),
+        det.data_ptr<float>(), drh.data_ptr<float>(), dmu.data_ptr<float>(), sz, stream));
+    const auto t = theta.scalar_type();
+    return {dth.to(t), dph.to(t), det.to(t), drh.to(t), dmu.to(t)};
+  }
+  at::Tensor dth = at::zeros(th.sizes(), f32), dph = at::zeros(ph.sizes(), f32),
+             det = at::zeros(et.sizes(), f32), drh = at::zeros(rh.sizes(), f32),
+             dmu = at::zeros(mv.sizes(), f32);
+  C10_CUDA_CHECK(ggnet::cuda::spatial_backward(
+      dt, go.data_ptr<float>(), th.data_ptr(), ph.data_ptr(), et.data_ptr(), rh.data_ptr(),
+      mv.data_ptr(), st.data_ptr<float>(), dvec.data_ptr<float>(), rvec.data_ptr<float>(),
+      dth.data_ptr<float>(), dph.data_ptr<float>(), det.data_ptr<float>(), drh.data_ptr<float>(),
+      dmu.data_ptr<float>(), sz, stream));
+  const auto t = theta.scalar_type();
+  return {dth.to(t), dph.to(t), det.to(t), drh.to(t), dmu.to(t)};
+}
+
+// Which path spatial_fwd (backward = false) or spatial_bwd (true) takes for these inputs:
+// "tensor-cores" or "scalar" (a diagnostic for tests and users; conditions in
+// wmma_tiles.cuh and spatial_bwd_tc.cuh).
+std::string spatial_cuda_path(const at::Tensor& theta, const at::Tensor& eta,
+                              const at::Tensor& mu, bool backward) {
+  check_cuda(theta, "theta", "spatial_cuda_path");
+  const DType dt = kernel_dtype(theta.scalar_type(), "spatial_cuda_path");
+  TORCH_CHECK_VALUE(theta.dim() == 3 && eta.dim() == 3 && mu.dim() == 3,
+                    "ggnet_fast::spatial_cuda_path: theta, eta, mu must be [B, N, *]");
+  const c10::cuda::CUDAGuard guard(theta.device());
+  const auto sz = spatial_sizes(theta, eta, mu);
+  const int major = device_major();
+  const bool tc = backward ? ggnet::cuda::spatial_bwd_uses_tensor_cores(dt, sz, major)
+                           : ggnet::cuda::spatial_uses_tensor_cores(dt, sz, major);
+  return tc ? "tensor-cores" : "scalar";
+}
+
+// channel_fwd: same outputs as the ATen composite of ops.cpp (out, sz, sg, m), with the
+// softmaxes fused and the outer softmax in the expm1 form.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_fwd_cuda(
+    const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
+    std::optional<c10::string_view> stabilize, std::optional<double> scale) {
+  TORCH_CHECK_VALUE(y.dim() == 3, "ggnet_fast::channel: y must be [B, C, N], got ", y.sizes());
+  TORCH_CHECK_VALUE(g.sizes() == y.sizes(), "ggnet_fast::channel: g must have y's shape ",
+                    y.sizes(), ", got ", g.sizes());
+  TORCH_CHECK_TYPE(g.scalar_type() == y.scalar_type(),
+                   "ggnet_fast::channel: y and g must share one dtype");
+  TORCH_CHECK_VALUE(g.device() == y.device(), "ggnet_fast::channel: y and g on different devices");
+  TORCH_CHECK_VALUE(combine == "product" || combine == "matmul",
+                    "ggnet_fast::channel: combine must be 'product' or 'matmul', got '",
+                    std::string(combine), "'");
+  TORCH_CHECK_VALUE(!stabilize.has_value() || *stabilize == "max-minus",
+                    "ggnet_fast::channel: stabilize must be None or 'max-minus', got '",
+                    std::string(*stabilize), "'");
+  TORCH_CHECK_VALUE(!scale.has_value() || *scale > 0, "ggnet_fast::channel: scale must be > 0");
+  TORCH_CHECK_TYPE(at::isFloatingType(y.scalar_type()),
+                   "ggnet_fast::channel: y must be floating point, got ", y.scalar_type());
+  TORCH_CHECK_VALUE(y.numel() > 0, "ggnet_fast::channel: inputs must not be empty");
+  const c10::cuda::CUDAGuard guard(y.device());
+  const int64_t batch = y.size(0), c = y.size(1);
+  const auto acc = ggnet::acc_type(y.scalar_type());  // float64 stays float64 (ATen path)
+  const at::Tensor yc = y.to(acc).contiguous(), gc = g.to(acc).contiguous();
+  at::Tensor a = at::bmm(yc, yc.transpose(1, 2));
+  at::Tensor b = at::bmm(gc, gc.transpose(1, 2));
+  if (scale.has_value()) {
+    a.mul_(*scale);
+    b.mul_(*scale);
+  }
+  a = a.contiguous();
+  b = b.contiguous();
+  const bool max_minus = stabilize.has_value();
+  at::Tensor sz, sg, m, e, lsum;
+  if (acc == at::kDouble) {  // float64 (gradcheck): plain ATen, same formulas
+    sz = at::softmax(a, -1);
+    sg = at::softmax(b, -1);
+    m = sz * sg;
+  } else {
+    sz = at::empty_like(a);
+    sg = at::empty_like(a);
+    m = at::empty_like(a);
+    C10_CUDA_CHECK(ggnet::cuda::channel_softmaxes(
+        a.data_ptr<float>(), b.data_ptr<float>(), sz.data_ptr<float>(), sg.data_ptr<float>(),
+        m.data_ptr<float>(), batch, c, c10::cuda::getCurrentCUDAStream()));
+  }
+  if (combine == "matmul") m = at::bmm(sz, sg).contiguous();
+  if (acc == at::kDouble) {
+    e = at::expm1(max_minus ? std::get<0>(m.max(-1, true)) - m : m);
+    lsum = e.sum(-1, true).add_(static_cast<double>(c));
+  } else {
+    e = at::empty_like(m);
+    lsum = at::empty({batch, c, 1}, m.options());
+    C10_CUDA_CHECK(ggnet::cuda::channel_outer(m.data_ptr<float>(), e.data_ptr<float>(),
+                                              lsum.data_ptr<float>(), max_minus, batch, c,
+                                              c10::cuda::getCurrentCUDAStream()));
+  }
+  // Q @ Y = (sum_k y_k + e @ Y) / lsum
+  at::Tensor out = at::baddbmm(yc.sum(1, true).expand({batch, c, yc.size(2)}), e, yc);
+  out.div_(lsum);
+  return {out, sz, sg, m};
+}
+
+}  // namespace
+}  // namespace ggnet::cuda_ops
+
+TORCH_LIBRARY_FRAGMENT(ggnet_fast, m) {
+  m.def("spatial_cuda_path(Tensor theta, Tensor eta, Tensor mu, bool backward=False) -> str");
+}
+
+TORCH_LIBRARY_IMPL(ggnet_fast, CUDA, m) {
+  m.impl("spatial_cuda_path", &ggnet::cuda_ops::spatial_cuda_path);
+  m.impl("spatial_fwd", &ggnet::cuda_ops::spatial_fwd_cuda);
+  m.impl("spatial_bwd", &ggnet::cuda_ops::spatial_bwd_cuda);
+  m.impl("channel_fwd", &ggnet::cuda_ops::channel_fwd_cuda);
+}

@@ -1,0 +1,366 @@
+// Tensor-core (WMMA) path of the spatial backward, bfloat16 on sm_80+.
+//
+// Only bfloat16 takes it: the weights s ~ 1/N and da, db ~ p s (ds - D) are far below
+// float16's normal range (6e-5) at realistic N and gradient scales, while bfloat16 keeps
+// float32's exponent range.  The kernels are written for any 16-bit T.
+//
+// Operands come zero-padded from ops_cuda.cpp: [B, Npad, xpad] in the input dtype T with
+// Npad = N rounded up to 64 and xpad = x rounded up to 16, so every 16x16 fragment is
+// loaded straight from global memory (aligned, in bounds, zeros outside) and only the
+// element-wise step needs masks.  grad_o (float32) arrives split as do_hi + do_lo (two T
+// tensors, do_lo = T(do - do_hi)), and every element-wise weight w (s, da, db) enters the
+// MMAs split the same way: w_hi @ x + w_lo @ x (+ w_hi @ do_lo), which keeps ~16 bits of
+// each weight.  The split matters: sum_j da_ij = 0, so a rounding error of da_ij would be
+// multiplied by phi_j itself (not phi_j - mean) and grow like sqrt(N).
+//
+// Block = 4 warps, 64 rows of the output (16 per warp), accumulators in registers for the
+// whole loop, each output row written once by its warp: no atomics, deterministic.
+//   qside_kernel<kDq = false>: R_i = sum_j p_ij dp_ij                  (query rows)
+//   qside_kernel<kDq = true>:  dtheta_i, deta_i                       (query rows)
+//   kside_kernel<kDmu = true>: dmu_j = sum_i s_ij do_i                 (key rows)
+//   kside_kernel<kDmu = false>: dphi_j, drho_j                         (key rows)
+// Element-wise formulas as in spatial_bwd.cu (kernels.md).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/launchers.h"
+#include "cuda/wmma_tiles.cuh"
+
+namespace ggnet::cuda::bwd_tc {
+
+using wmma_tiles::from_float;
+using wmma_tiles::round16;
+using wmma_tiles::to_float;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRows = 16 * kWarps;
+constexpr int kMaxFrag = 16;  // accumulator fragments per warp (C <= 256, d + dg <= 256)
+constexpr int kLdw = 16 + 8;  // leading dimension of the per-warp weight tiles
+
+struct Dims {
+  int64_t n, npad, d, dg, c, dpad, dgpad, cpad;
+};
+
+__host__ __device__ inline Dims make_dims(const SpatialSizes& sz) {
+  return {sz.n, (sz.n + 63) / 64 * 64, sz.d, sz.dg, sz.c, round16(sz.d), round16(sz.dg),
+          round16(sz.c)};
+}
+
+// Per-warp shared memory: 3 float 16x16 scratch tiles + 6 T weight tiles [16][kLdw].
+template <typename T>
+struct alignas(128) WarpSmem {
+  float a[256], b[256], ds[256];
+  T w[6][16 * kLdw];
+};
+
+namespace wm = nvcuda::wmma;
+using FragAcc = wm::fragment<wm::accumulator, 16, 16, 16, float>;
+
+// acc += X[16 rows at x0][kpad] . Y[16 rows at y0][kpad]^T (both row-major, ld = kpad).
+template <typename T>
+__device__ __forceinline__ void dot_block(FragAcc& acc, const T* x, const T* y, int64_t kpad) {
+  for (int64_t k = 0; k < kpad; k += 16) {
+    wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major> fa;
+    wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::col_major> fb;
+    wm::load_matrix_sync(fa, x + k, static_cast<unsigned>(kpad));
+    wm::load_matrix_sync(fb, y + k, static_cast<unsigned>(kpad));
+    wm::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// acc += W[16 x 16] (per-warp tile, ld kLdw) @ X[16 rows][16 columns at col] (ld ldx).
+template <typename T>
+__device__ __forceinline__ void wx_block(FragAcc& acc, const T* w, const T* x, int64_t ldx) {
+  wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major> fw;
+  wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::row_major> fx;
+  wm::load_matrix_sync(fw, w, kLdw);
+  wm::load_matrix_sync(fx, x, static_cast<unsigned>(ldx));
+  wm::mma_sync(acc, fw, fx, acc);
+}
+
+template <typename T>
+__device__ __forceinline__ void split_store(T* hi, T* lo, int idx, float v) {
+  const T h = from_float<T>(v);
+  hi[idx] = h;
+  lo[idx] = from_float<T>(v - to_float(h));
+}
+
+// Writes the warp's 16 output rows (row0..) from the accumulators: fragments [0, nf1)
+// hold columns of out1 ([n, dim1] float32), fragments [nf1, nf1 + nf2) columns of out2.
+// (Static fragment indices only: a runtime index would move acc to local memory.)
+__device__ __forceinline__ void write_rows(FragAcc (&acc)[kMaxFrag], float* scratch,
+                                           int64_t row0, int64_t n, float* out1, int64_t dim1,
+                                           int nf1, float* out2, int64_t dim2, int nf2) {
+  const int lane = threadIdx.x % 32, row = lane >> 1, col8 = (lane & 1) * 8;
+  const int64_t r = row0 + row;
+#pragma unroll
+  for (int f = 0; f < kMaxFrag; ++f) {
+    if (f < nf1 + nf2) {
+      wm::store_matrix_sync(scratch, acc[f], 16, wm::mem_row_major);
+      __syncwarp();
+      float* out = f < nf1 ? out1 : out2;
+      const int64_t dim = f < nf1 ? dim1 : dim2;
+      const int64_t c0 = int64_t(f < nf1 ? f : f - nf1) * 16 + col8;
+      for (int t = 0; t < 8; ++t) {
+        if (r < n && c0 + t < dim) out[r * dim + c0 + t] = scratch[row * 16 + col8 + t];
+      }
+      __syncwarp();
+    }
+  }
+}
+
+// Query side.  kDq = false: rvec.  kDq = true: dtheta, deta (needs rvec).
+template <typename T, bool kDq>
+__global__ void __launch_bounds__(kThreads)
+    qside_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
+                 const T* __restrict__ eta, const T* __restrict__ rho, const T* __restrict__ mu,
+                 const T* __restrict__ do_hi, const T* __restrict__ do_lo,
+                 const float* __restrict__ stats, const float* __restrict__ dvec,
+                 float* __restrict__ rvec, float* __restrict__ dtheta, float* __restrict__ deta,
+                 Dims dm) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();
+#else
+  __shared__ WarpSmem<T> smem[kWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  WarpSmem<T>& ws = smem[warp];
+  const int64_t b = blockIdx.y, n = dm.n, npad = dm.npad;
+  const int64_t r0 = int64_t(blockIdx.x) * kRows + warp * 16;  // this warp's query rows
+  const T* th = theta + (b * npad + r0) * dm.dpad;
+  const T* et = eta + (b * npad + r0) * dm.dgpad;
+  const T* dh = do_hi + (b * npad + r0) * dm.cpad;
+  const T* dl = do_lo + (b * npad + r0) * dm.cpad;
+  const T* ph = phi + b * npad * dm.dpad;
+  const T* rh = rho + b * npad * dm.dgpad;
+  const T* mv = mu + b * npad * dm.cpad;
+  const float* st = stats + b * 3 * n;
+
+  const int row = lane >> 1, col8 = (lane & 1) * 8;
+  const int64_t i = r0 + row;
+  const bool row_ok = i < n;
+  const float la = row_ok ? st[i] : 0.f, lb = row_ok ? st[n + i] : 0.f;
+  const float inv_l = row_ok ? 1.f / st[2 * n + i] : 0.f;
+  const float dv = row_ok ? dvec[b * n + i] : 0.f;
+  const float rv = (kDq && row_ok) ? rvec[b * n + i] : 0.f;
+  float racc = 0.f;
+  const int nd = static_cast<int>(dm.dpad / 16), ndg = static_cast<int>(dm.dgpad / 16);
+
+  FragAcc acc[kMaxFrag];
+#pragma unroll
+  for (int f = 0; f < kMaxFrag; ++f) wm::fill_fragment(acc[f], 0.f);  // (unused when !kDq)
+
+  for (int64_t j0 = 0; j0 < n; j0 += 16) {
+    FragAcc fa, fb, fs;
+    wm::fill_fragment(fa, 0.f);
+    wm::fill_fragment(fb, 0.f);
+    wm::fill_fragment(fs, 0.f);
+    dot_block(fa, th, ph + j0 * dm.dpad, dm.dpad);
+    dot_block(fb, et, rh + j0 * dm.dgpad, dm.dgpad);
+    dot_block(fs, dh, mv + j0 * dm.cpad, dm.cpad);
+    dot_block(fs, dl, mv + j0 * dm.cpad, dm.cpad);
+    wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
+    wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
+    wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
+    __syncwarp();
+    for (int t = 0; t < 8; ++t) {
+      const int cl = col8 + t, e = row * 16 + cl;
+      float da = 0.f, db = 0.f;
+      if (row_ok && j0 + cl < n) {
+        const float xa = ws.a[e] - la, xb = ws.b[e] - lb;
+        const float p = __expf(xa + xb);
+        const float s = __expf(p) * inv_l;
+        const float pdp = p * s * (ws.ds[e] - dv);
+        racc += pdp;
+        da = pdp - __expf(xa) * rv;
+        db = pdp - __expf(xb) * rv;
+      }
+      if (kDq) {
+        split_store(ws.w[0], ws.w[1], row * kLdw + cl, da);
+        split_store(ws.w[2], ws.w[3], row * kLdw + cl, db);
+      }
+    }
+    __syncwarp();
+    if (kDq) {
+#pragma unroll
+      for (int f = 0; f < kMaxFrag; ++f) {
+        if (f < nd) {  // dtheta[:, 16f..] += da @ phi[j0.., 16f..]
+          const T* x = ph + j0 * dm.dpad + f * 16;
+          wx_block(acc[f], ws.w[0], x, dm.dpad);
+          wx_block(acc[f], ws.w[1], x, dm.dpad);
+        } else if (f < nd + ndg) {  // deta[:, 16g..] += db @ rho[j0.., 16g..]
+          const T* x = rh + j0 * dm.dgpad + (f - nd) * 16;
+          wx_block(acc[f], ws.w[2], x, dm.dgpad);
+          wx_block(acc[f], ws.w[3], x, dm.dgpad);
+        }
+      }
+      __syncwarp();  // the weight tiles are rewritten by the next key block
+    }
+  }
+
+  if (!kDq) {
+    racc += __shfl_xor_sync(0xffffffffu, racc, 1);
+    if (row_ok && (lane & 1) == 0) rvec[b * n + i] = racc;
+  } else {
+    write_rows(acc, ws.a, r0, n, dtheta + b * n * dm.d, dm.d, nd, deta + b * n * dm.dg, dm.dg,
+               ndg);
+  }
+#endif
+}
+
+// Key side.  kDmu = true: dmu.  kDmu = false: dphi, drho.
+template <typename T, bool kDmu>
+__global__ void __launch_bounds__(kThreads)
+    kside_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
+                 const T* __restrict__ eta, const T* __restrict__ rho, const T* __restrict__ mu,
+                 const T* __restrict__ do_hi, const T* __restrict__ do_lo,
+                 const float* __restrict__ stats, const float* __restrict__ dvec,
+                 const float* __restrict__ rvec, float* __restrict__ dmu,
+                 float* __restrict__ dphi, float* __restrict__ drho, Dims dm) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();
+#else
+  __shared__ WarpSmem<T> smem[kWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  WarpSmem<T>& ws = smem[warp];
+  const int64_t b = blockIdx.y, n = dm.n, npad = dm.npad;
+  const int64_t r0 = int64_t(blockIdx.x) * kRows + warp * 16;  // this warp's key rows
+  const T* ph = phi + (b * npad + r0) * dm.dpad;
+  const T* rh = rho + (b * npad + r0) * dm.dgpad;
+  const T* mk = mu + (b * npad + r0) * dm.cpad;
+  const T* th = theta + b * npad * dm.dpad;
+  const T* et = eta + b * npad * dm.dgpad;
+  const T* dh = do_hi + b * npad * dm.cpad;
+  const T* dl = do_lo + b * npad * dm.cpad;
+  const float* st = stats + b * 3 * n;
+  const float* dvb = dvec + b * n;
+  const float* rvb = rvec + b * n;
+
+  const int row = lane >> 1, col8 = (lane & 1) * 8;
+  const bool row_ok = r0 + row < n;  // key j = r0 + row
+  const int nc = static_cast<int>(dm.cpad / 16);
+  const int nd = static_cast<int>(dm.dpad / 16), ndg = static_cast<int>(dm.dgpad / 16);
+
+  FragAcc acc[kMaxFrag];
+#pragma unroll
+  for (int f = 0; f < kMaxFrag; ++f) wm::fill_fragment(acc[f], 0.f);
+
+  for (int64_t i0 = 0; i0 < n; i0 += 16) {
+    // Transposed tiles: element (key r, query c).
+    FragAcc fa, fb, fs;
+    wm::fill_fragment(fa, 0.f);
+    wm::fill_fragment(fb, 0.f);
+    dot_block(fa, ph, th + i0 * dm.dpad, dm.dpad);
+    dot_block(fb, rh, et + i0 * dm.dgpad, dm.dgpad);
+    wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
+    wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
+    if (!kDmu) {
+      wm::fill_fragment(fs, 0.f);
+      dot_block(fs, mk, dh + i0 * dm.cpad, dm.cpad);
+      dot_block(fs, mk, dl + i0 * dm.cpad, dm.cpad);
+      wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
+    }
+    __syncwarp();
+    for (int t = 0; t < 8; ++t) {
+      const int cl = col8 + t, e = row * 16 + cl;
+      const int64_t i = i0 + cl;  // query
+      float s = 0.f, da = 0.f, db = 0.f;
+      if (row_ok && i < n) {
+        const float xa = ws.a[e] - st[i], xb = ws.b[e] - st[n + i];
+        const float p = __expf(xa + xb);
+        s = __expf(p) / st[2 * n + i];
+        if (!kDmu) {
+          const float pdp = p * s * (ws.ds[e] - dvb[i]);
+          da = pdp - __expf(xa) * rvb[i];
+          db = pdp - __expf(xb) * rvb[i];
+        }
+      }
+      if (kDmu) {
+        split_store(ws.w[0], ws.w[1], row * kLdw + cl, s);
+      } else {
+        split_store(ws.w[2], ws.w[3], row * kLdw + cl, da);
+        split_store(ws.w[4], ws.w[5], row * kLdw + cl, db);
+      }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int f = 0; f < kMaxFrag; ++f) {
+      if (kDmu) {
+        if (f < nc) {  // dmu[:, 16f..] += s^T @ (do_hi + do_lo)[i0.., 16f..]
+          const int64_t off = i0 * dm.cpad + f * 16;
+          wx_block(acc[f], ws.w[0], dh + off, dm.cpad);
+          wx_block(acc[f], ws.w[1], dh + off, dm.cpad);
+          wx_block(acc[f], ws.w[0], dl + off, dm.cpad);
+        }
+      } else if (f < nd) {  // dphi[:, 16f..] += da^T @ theta[i0.., 16f..]
+        const T* x = th + i0 * dm.dpad + f * 16;
+        wx_block(acc[f], ws.w[2], x, dm.dpad);
+        wx_block(acc[f], ws.w[3], x, dm.dpad);
+      } else if (f < nd + ndg) {  // drho[:, 16g..] += db^T @ eta[i0.., 16g..]
+        const T* x = et + i0 * dm.dgpad + (f - nd) * 16;
+        wx_block(acc[f], ws.w[4], x, dm.dgpad);
+        wx_block(acc[f], ws.w[5], x, dm.dgpad);
+      }
+    }
+    __syncwarp();
+  }
+
+  if (kDmu) {
+    write_rows(acc, ws.a, r0, n, dmu + b * n * dm.c, dm.c, nc, nullptr, 0, 0);
+  } else {
+    write_rows(acc, ws.a, r0, n, dphi + b * n * dm.d, dm.d, nd, drho + b * n * dm.dg, dm.dg, ndg);
+  }
+#endif
+}
+
+// Whether the tensor-core backward runs this problem (bfloat16 only, see the top).
+template <typename T>
+inline bool enabled(int device_major, const SpatialSizes& sz) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (device_major < 8) return false;
+    const Dims dm = make_dims(sz);
+    if (dm.cpad / 16 > kMaxFrag || (dm.dpad + dm.dgpad) / 16 > kMaxFrag) return false;
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, qside_kernel<T, false>) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return attr.ptxVersion >= 80;
+  } else {
+    return false;
+  }
+}
+
+template <typename T>
+inline cudaError_t launch_backward(const T* th, const T* ph, const T* et, const T* rh,
+                                   const T* mv, const T* dh, const T* dl, const float* stats,
+                                   const float* dvec, float* rvec, float* dtheta, float* dphi,
+                                   float* deta, float* drho, float* dmu, const SpatialSizes& sz,
+                                   cudaStream_t stream) {
+  const Dims dm = make_dims(sz);
+  const dim3 grid(static_cast<unsigned>(dm.npad / kRows), static_cast<unsigned>(sz.batch));
+  qside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
+                                                        rvec, dtheta, deta, dm);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  qside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
+                                                       rvec, dtheta, deta, dm);
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  kside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
+                                                       rvec, dmu, dphi, drho, dm);
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  kside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
+                                                        rvec, dmu, dphi, drho, dm);
+  return cudaGetLastError();
+}
+
+}  // namespace ggnet::cuda::bwd_tc

@@ -1,0 +1,348 @@
+// Tensor-core (WMMA, <mma.h>) path of the spatial forward, bfloat16 on sm_80+.
+//
+// Only bfloat16 takes it: the operand e = expm1(p) can be as small as p ~ 1/N^2 (diffuse
+// attention: 6e-8 at N = 4096), which float16 holds only as a subnormal or zero, while
+// bfloat16 keeps float32's exponent range.  The kernel is written for any 16-bit T.
+//
+// Block = 4 warps = 128 threads, 64 query rows (16 per warp, FlashAttention-2 style: a
+// warp owns its rows' statistics and output, no inter-warp reductions).  Key tiles of 64.
+// Shared memory (dynamic, opt-in above 48 KiB), all operands in the input dtype T:
+//   qa [64][dpad+8], qb [64][dgpad+8]  theta / eta rows of the block (loaded once)
+//   ka [64][dpad+8], kb [64][dgpad+8]  phi / rho rows of the current key tile
+//   mv [64][cpad+8]                    mu rows of the current key tile (pass 2)
+//   e  [4][16][64+8]                   per-warp e_ij = expm1(p_ij) in T (pass 2)
+//   scr[4][2][16][16] float            per-warp fragment scratch
+// (xpad = x rounded up to 16; padding rows/columns are zero.)
+//
+// Per key tile and 16-key column block: a = theta phi^T and b = eta rho^T as 16x16x16
+// fp16/bf16 MMAs with float32 accumulators; the two accumulator fragments are stored to
+// the warp's float scratch, where lane l handles row l/2, 8 columns:
+//   pass 1 (kStats): online (max, sum) for lse_a and lse_b;
+//   pass 2:          p = exp((a - lse_a) + (b - lse_b)), e = expm1(p) (float32),
+//                    e rounded to T for the value product, and L += that rounded e
+//                    (float32 sum) so that L and the weights agree.
+// Pass 2 then accumulates acc[16 x cpad] += e[16 x 64] @ mu[64 x cpad] on the tensor
+// cores (float32 fragments in registers, C <= kMaxCFrag * 16), and finally writes
+// o = (sum_j mu_j + acc) / L.  Only e (|e| < e - 1, full relative precision) is rounded
+// to T; the mean term sum_j mu_j and L stay float32 (kernels.md, "expm1 form").
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/launchers.h"
+
+namespace ggnet::cuda::wmma_tiles {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRows = 16 * kWarps;  // query rows per block
+constexpr int kKeys = 64;           // keys per tile
+constexpr int kPad = 8;             // row padding (elements) of the T tiles
+constexpr int kMaxD = 256;          // d, dg limit of this path
+constexpr int kMaxC = 256;          // C limit of this path (16 accumulator fragments)
+
+__host__ __device__ constexpr int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
+__host__ __device__ constexpr int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
+
+// Byte offsets of the shared-memory sections.
+struct Layout {
+  int64_t dpad, dgpad, cpad;  // padded feature sizes (multiples of 16)
+  int64_t ldq, ldg, ldc;      // leading dimensions (elements) of the T tiles
+  int64_t qa, qb, ka, kb, mv, e, scr, total;
+
+  __host__ __device__ Layout(int64_t d, int64_t dg, int64_t c, int64_t elem, bool with_values) {
+    dpad = round16(d);
+    dgpad = round16(dg);
+    cpad = with_values ? round16(c) : 0;
+    ldq = dpad + kPad;
+    ldg = dgpad + kPad;
+    ldc = cpad + kPad;
+    int64_t off = 0;
+    qa = off; off += align128(kRows * ldq * elem);
+    qb = off; off += align128(kRows * ldg * elem);
+    ka = off; off += align128(kKeys * ldq * elem);
+    kb = off; off += align128(kKeys * ldg * elem);
+    mv = off; off += with_values ? align128(kKeys * ldc * elem) : 0;
+    e = off;  off += with_values ? align128(kWarps * 16 * (kKeys + kPad) * elem) : 0;
+    scr = off; off += align128(kWarps * 2 * 16 * 16 * 4);
+    total = off;
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ float to_float(T x) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(x);
+  else return __bfloat162float(x);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float x) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
+  else return __float2bfloat16_rn(x);
+}
+
+// dst[r][k] = src[row0 + r][k] for r < rows, k < K; zero for rows >= n or K <= k < kpad.
+// src is row-major [n, K] in global memory; dst has leading dimension ldd (elements).
+template <typename T>
+__device__ __forceinline__ void load_rows(T* __restrict__ dst, int64_t ldd, const T* __restrict__ src,
+                                          int64_t row0, int64_t n, int64_t K, int64_t kpad,
+                                          int rows) {
+  const bool vec = (K % 8 == 0) && ((reinterpret_cast<uintptr_t>(src) & 15) == 0);
+  if (vec) {  // 16-byte loads: 8 elements; K % 8 == 0 so a chunk is all in or all out
+    const int64_t chunks = kpad / 8;
+    for (int64_t idx = threadIdx.x; idx < rows * chunks; idx += kThreads) {
+      const int64_t r = idx / chunks, k = (idx % chunks) * 8;
+      uint4 v = make_uint4(0u, 0u, 0u, 0u);
+      if (row0 + r < n && k < K) v = *reinterpret_cast<const uint4*>(src + (row0 + r) * K + k);
+      *reinterpret_cast<uint4*>(dst + r * ldd + k) = v;
+    }
+  } else {
+    const T zero = from_float<T>(0.f);
+    for (int64_t idx = threadIdx.x; idx < rows * kpad; idx += kThreads) {
+      const int64_t r = idx / kpad, k = idx % kpad;
+      dst[r * ldd + k] = (row0 + r < n && k < K) ? src[(row0 + r) * K + k] : zero;
+    }
+  }
+}
+
+// One 16x16 score block: acc = Q[16 rows of the warp] K[16 keys]^T over kpad features.
+template <typename T>
+__device__ __forceinline__ void score_block(
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>& acc, const T* q,
+    const T* k, int64_t ld, int64_t kpad) {
+  using namespace nvcuda;
+  wmma::fill_fragment(acc, 0.f);
+  for (int64_t kk = 0; kk < kpad; kk += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+    wmma::load_matrix_sync(fa, q + kk, static_cast<unsigned>(ld));
+    wmma::load_matrix_sync(fb, k + kk, static_cast<unsigned>(ld));  // B(k, j) = K[j][k]
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+__device__ __forceinline__ void online_push(float& m, float& s, float x) {
+  if (x > m) {
+    s = s * __expf(m - x) + 1.f;
+    m = x;
+  } else {
+    s += __expf(x - m);
+  }
+}
+
+__device__ __forceinline__ void online_merge_pair(float& m, float& s) {
+  const float m2 = __shfl_xor_sync(0xffffffffu, m, 1);
+  const float s2 = __shfl_xor_sync(0xffffffffu, s, 1);
+  const float mm = fmaxf(m, m2);
+  if (mm != -INFINITY) s = s * __expf(m - mm) + s2 * __expf(m2 - mm);
+  m = mm;
+}
+
+// kStats = true: pass 1 (writes stats[:, 0:2]); false: pass 2 (o and stats[:, 2]).
+template <typename T, bool kStats, int kMaxCFrag>
+__global__ void __launch_bounds__(kThreads)
+    spatial_wmma_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
+                        const T* __restrict__ eta, const T* __restrict__ rho,
+                        const T* __restrict__ mu, const float* __restrict__ musum,
+                        float* __restrict__ o, float* __restrict__ stats, int64_t n, int64_t d,
+                        int64_t dg, int64_t c) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 MMAs need sm_80; the host never launches this path there (enabled())
+#else
+  using namespace nvcuda;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const Layout lay(d, dg, c, sizeof(T), !kStats);
+  T* qa = reinterpret_cast<T*>(smem + lay.qa);
+  T* qb = reinterpret_cast<T*>(smem + lay.qb);
+  T* ka = reinterpret_cast<T*>(smem + lay.ka);
+  T* kb = reinterpret_cast<T*>(smem + lay.kb);
+  T* mv = reinterpret_cast<T*>(smem + lay.mv);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  T* ew = reinterpret_cast<T*>(smem + lay.e) + warp * 16 * (kKeys + kPad);
+  float* scr_a = reinterpret_cast<float*>(smem + lay.scr) + warp * 2 * 256;
+  float* scr_b = scr_a + 256;
+
+  const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kRows;
+  const T* th = theta + b * n * d;
+  const T* ph = phi + b * n * d;
+  const T* et = eta + b * n * dg;
+  const T* rh = rho + b * n * dg;
+  const T* mub = mu + b * n * c;
+  float* st = stats + b * 3 * n;
+
+  // This lane's row (of the warp's 16) and column half in the element-wise steps.
+  const int row = lane >> 1, col8 = (lane & 1) * 8;
+  const int64_t i = i0 + warp * 16 + row;
+  const bool row_ok = i < n;
+  float la = 0.f, lb = 0.f;
+  if (!kStats && row_ok) {
+    la = st[i];
+    lb = st[n + i];
+  }
+  float ma = -INFINITY, sa = 0.f, mb = -INFINITY, sb = 0.f;  // pass 1 state
+  float esum = 0.f;                                          // pass 2: sum_j e_ij
+  const int ncf = static_cast<int>(lay.cpad / 16);
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxCFrag];
+#pragma unroll
+  for (int f = 0; f < kMaxCFrag; ++f) wmma::fill_fragment(acc[f], 0.f);
+
+  load_rows(qa, lay.ldq, th, i0, n, d, lay.dpad, kRows);
+  load_rows(qb, lay.ldg, et, i0, n, dg, lay.dgpad, kRows);
+
+  for (int64_t j0 = 0; j0 < n; j0 += kKeys) {
+    __syncthreads();  // the previous tile's ka/kb/mv are no longer read
+    load_rows(ka, lay.ldq, ph, j0, n, d, lay.dpad, kKeys);
+    load_rows(kb, lay.ldg, rh, j0, n, dg, lay.dgpad, kKeys);
+    if (!kStats) load_rows(mv, lay.ldc, mub, j0, n, c, lay.cpad, kKeys);
+    __syncthreads();
+
+#pragma unroll 1
+    for (int kf = 0; kf < kKeys / 16; ++kf) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> fa, fb;
+      score_block(fa, qa + warp * 16 * lay.ldq, ka + kf * 16 * lay.ldq, lay.ldq, lay.dpad);
+      score_block(fb, qb + warp * 16 * lay.ldg, kb + kf * 16 * lay.ldg, lay.ldg, lay.dgpad);
+      wmma::store_matrix_sync(scr_a, fa, 16, wmma::mem_row_major);
+      wmma::store_matrix_sync(scr_b, fb, 16, wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll 2
+      for (int t = 0; t < 8; ++t) {
+        const int cl = col8 + t;                   // column within the 16-key block
+        const int64_t j = j0 + kf * 16 + cl;
+        const float av = scr_a[row * 16 + cl], bv = scr_b[row * 16 + cl];
+        if (kStats) {
+          if (j < n) {
+            online_push(ma, sa, av);
+            online_push(mb, sb, bv);
+          }
+        } else {
+          float e = 0.f;
+          if (row_ok && j < n) e = expm1f(__expf((av - la) + (bv - lb)));
+          // L must sum the same rounded weights the value product uses: then the
+          // rounding error multiplies mu_j - mean(mu), not mu_j (which may be large).
+          const T e_t = from_float<T>(e);
+          esum += to_float(e_t);
+          ew[row * (kKeys + kPad) + kf * 16 + cl] = e_t;
+        }
+      }
+      __syncwarp();  // scratch is rewritten by the next block; e is read below
+    }
+
+    if (!kStats) {
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fe;
+        wmma::load_matrix_sync(fe, ew + kk * 16, kKeys + kPad);
+#pragma unroll
+        for (int f = 0; f < kMaxCFrag; ++f) {
+          if (f < ncf) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fm;
+            wmma::load_matrix_sync(fm, mv + kk * 16 * lay.ldc + f * 16,
+                                   static_cast<unsigned>(lay.ldc));
+            wmma::mma_sync(acc[f], fe, fm, acc[f]);
+          }
+        }
+      }
+      __syncwarp();  // e is rewritten in the next key tile
+    }
+  }
+
+  if (kStats) {
+    online_merge_pair(ma, sa);
+    online_merge_pair(mb, sb);
+    if (row_ok && (lane & 1) == 0) {
+      st[i] = ma + logf(sa);
+      st[n + i] = mb + logf(sb);
+    }
+    return;
+  }
+
+  esum += __shfl_xor_sync(0xffffffffu, esum, 1);
+  const float lsum = float(n) + esum;
+  if (row_ok && (lane & 1) == 0) st[2 * n + i] = lsum;
+  const float inv = 1.f / lsum;
+  float* ob = o + b * n * c;
+  const float* ms = musum + b * c;
+#pragma unroll
+  for (int f = 0; f < kMaxCFrag; ++f) {
+    if (f < ncf) {
+      wmma::store_matrix_sync(scr_a, acc[f], 16, wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const int64_t col = int64_t(f) * 16 + col8 + t;
+        if (row_ok && col < c) ob[i * c + col] = (ms[col] + scr_a[row * 16 + col8 + t]) * inv;
+      }
+      __syncwarp();
+    }
+  }
+#endif
+}
+
+// Largest dynamic shared memory a block may opt in to on the current device.
+inline int64_t smem_optin_limit() {
+  int device = 0, bytes = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+      cudaSuccess)
+    return 0;
+  return bytes;
+}
+
+// Whether the tensor-core path runs this problem (bfloat16 only, see the top).
+template <typename T>
+inline bool enabled(int device_major, const SpatialSizes& sz) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (device_major < 8 || sz.d > kMaxD || sz.dg > kMaxD || sz.c > kMaxC) return false;
+    // The code the device really runs must come from compute_80+ (a build for older
+    // virtual architectures only, JIT-compiled from PTX, holds just the __trap() stub).
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, spatial_wmma_kernel<T, true, 1>) != cudaSuccess) {
+      (void)cudaGetLastError();  // clear the (non-sticky) error for later checks
+      return false;
+    }
+    if (attr.ptxVersion < 80) return false;
+    const Layout lay(sz.d, sz.dg, sz.c, sizeof(T), true);
+    return lay.total <= smem_optin_limit();
+  } else {
+    return false;
+  }
+}
+
+template <typename T, bool kStats, int kMaxCFrag>
+inline cudaError_t launch_one(const T* th, const T* ph, const T* et, const T* rh, const T* mv,
+                              const float* musum, float* o, float* stats, const SpatialSizes& sz,
+                              cudaStream_t stream) {
+  const Layout lay(sz.d, sz.dg, sz.c, sizeof(T), !kStats);
+  auto kernel = spatial_wmma_kernel<T, kStats, kMaxCFrag>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(lay.total));
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>((sz.n + kRows - 1) / kRows),
+                  static_cast<unsigned>(sz.batch));
+  kernel<<<grid, kThreads, static_cast<size_t>(lay.total), stream>>>(
+      th, ph, et, rh, mv, musum, o, stats, sz.n, sz.d, sz.dg, sz.c);
+  return cudaGetLastError();
+}
+
+// Both passes on the tensor cores (call only when enabled<T>() is true).
+template <typename T>
+inline cudaError_t launch_forward(const T* th, const T* ph, const T* et, const T* rh,
+                                  const T* mv, const float* musum, float* o, float* stats,
+                                  const SpatialSizes& sz, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    cudaError_t err = launch_one<T, true, 1>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
+    if (err != cudaSuccess) return err;
+    if (sz.c <= 64) return launch_one<T, false, 4>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
+    return launch_one<T, false, kMaxC / 16>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
+  } else {
+    return cudaErrorNotSupported;
+  }
+}
+
+}  // namespace ggnet::cuda::wmma_tiles
