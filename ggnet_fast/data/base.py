@@ -70,7 +70,7 @@ def read_image(path: str) -> np.ndarray:
                     arr = (arr / (hi if hi > 0 else 1.0) * 255.0).round().astype(np.uint8)
                     return np.repeat(arr[..., None], 3, axis=2)
                 im = im.convert("L").convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:

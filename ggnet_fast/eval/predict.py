@@ -1,0 +1,72 @@
+"""Inference: network-size prediction resized back to each image's original resolution,
+optional dense CRF there, then a threshold."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..crf import dense_crf
+from ..data.transforms import normalize_image
+
+
+def load_model(checkpoint: str, device="cpu"):
+    """Rebuild the model from a checkpoint written by training (``best.pt``/``last.pt``).
+
+    Returns ``(model in eval mode, train config dict)``.
+    """
+    from ..models import build_ggnet
+    from ..train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint, map_location="cpu")
+    if "model" not in ck or "model_config" not in ck:
+        raise ValueError(f"{checkpoint} is not a ggnet_fast training checkpoint")
+    cfg = dict(ck["model_config"])
+    cfg["weights"] = None  # the checkpoint holds all weights; never fetch pretrained ones
+    model = build_ggnet(**cfg)
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), dict(ck.get("config", {}))
+
+
+class Predictor:
+    """Predict lesion probability/masks for uint8 ``[H, W, 3]`` images of any size.
+
+    Args:
+        model: a GG-Net (any variant); run with ``final_only=True``.
+        image_size: network input side used in training.
+        crf: apply the dense CRF (needs ``pydensecrf2``) at the original resolution.
+        threshold: foreground threshold on the (CRF-refined) probability.
+        crf_params: keyword overrides for :func:`ggnet_fast.crf.dense_crf`.
+    """
+
+    def __init__(self, model, image_size: int, device="cpu", crf: bool = False,
+                 threshold: float = 0.5, crf_params: dict | None = None, amp: bool = False):
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.model, self.image_size = model.eval(), int(image_size)
+        self.device = torch.device(device)
+        self.crf, self.threshold = crf, threshold
+        self.crf_params = dict(crf_params or {})
+        self.amp = amp and self.device.type == "cuda"
+
+    @torch.no_grad()
+    def probabilities(self, images) -> list[np.ndarray]:
+        """Foreground probability at each image's original size (before CRF), float32."""
+        batch = torch.stack([normalize_image(im, self.image_size) for im in images]).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.model(batch, final_only=True)
+        logits = logits.float()
+        out = []
+        for lg, im in zip(logits, images):
+            up = F.interpolate(lg[None], size=im.shape[:2], mode="bilinear", align_corners=False)
+            out.append(torch.sigmoid(up)[0, 0].cpu().numpy().astype(np.float32))
+        return out
+
+    def predict(self, images) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(probability, mask uint8 {0,1})`` per image; probability is CRF-refined if enabled."""
+        results = []
+        for im, prob in zip(images, self.probabilities(images)):
+            if self.crf:
+                prob = dense_crf(im, prob, **self.crf_params)
+            results.append((prob, (prob > self.threshold).astype(np.uint8)))
+        return results

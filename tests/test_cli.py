@@ -1,0 +1,90 @@
+"""The ``ggnet`` command line: help texts, train / resume / refuse, eval, predict, demo."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ggnet_fast.cli import build_parser, main
+
+TINY = ["--data", "phantom", "--phantom-n", "24", "--phantom-size", "64", "--split", "holdout",
+        "--backbone", "resnet18", "--image-size", "64", "--schedule", "iterations",
+        "--iterations", "3", "--lr-step-iters", "0", "--val-every", "2", "--batch-size", "4",
+        "--workers", "0", "--no-progress", "--no-tensorboard", "--backend", "reference"]
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["predict"], ["demo"], ["bench"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(cmd + ["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: ggnet" in text
+    if not cmd:
+        for sub in ("train", "eval", "predict", "demo", "bench"):
+            assert sub in text
+
+
+def test_train_resume_eval_predict(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", *TINY, "--out", run, "--max-steps", "2"]) == 0
+    assert os.path.exists(os.path.join(run, "config.json"))
+    # a second start into the same folder is refused, naming the options
+    assert main(["train", *TINY, "--out", run]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", run, "--no-progress"]) == 0
+    import json
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    assert summary["global_step"] == 3 and not summary["halted_at_max_steps"]
+
+    assert main(["eval", "--run", run, "--overlays", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Dice %" in out and "HD" in out
+    ev = os.path.join(run, "eval_crf")
+    assert os.path.exists(os.path.join(ev, "metrics.md"))
+    lines = open(os.path.join(ev, "per_image.csv")).read().splitlines()
+    assert lines[0].startswith("name,fold,label,dice") and len(lines) == 1 + 5  # 20% of 24
+    assert len(os.listdir(os.path.join(ev, "overlays"))) == 2
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, shape in enumerate([(50, 70), (81, 64)]):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, shape).astype(np.uint8)).save(
+            imgs / f"scan{i}.png")
+    preds = str(tmp_path / "preds")
+    ckpt = os.path.join(run, "best.pt")
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(imgs / "scan1.png"),
+                 "--out", preds]) == 0
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(imgs), "--out", preds,
+                 "--no-crf"]) == 0
+    for i, shape in enumerate([(50, 70), (81, 64)]):
+        m = np.asarray(Image.open(os.path.join(preds, "masks", f"scan{i}.png")))
+        assert m.shape == shape and set(np.unique(m)) <= {0, 255}
+        assert os.path.exists(os.path.join(preds, "overlays", f"scan{i}.png"))
+
+
+def test_config_merging(tmp_path):
+    from ggnet_fast.cli import config_from_args
+
+    args = build_parser().parse_args(["train", "--preset", "released", "--out", "x",
+                                      "--lr", "0.02", "--model-opt", "residual=\"learned\""])
+    cfg = config_from_args(args)
+    assert cfg.schedule == "iterations" and cfg.iterations == 13400 and cfg.bias_lr_mult == 2.0
+    assert cfg.early_stop_patience == 30 and cfg.lr == 0.02
+    assert cfg.model_overrides == {"residual": "learned"}
+    paper = config_from_args(build_parser().parse_args(["train", "--out", "y"]))
+    assert paper.schedule == "epochs" and paper.epochs == 100 and paper.lr_step_epochs == 50
+    cfg.save(str(tmp_path / "c.json"))
+    again = config_from_args(build_parser().parse_args(["train", "--config", str(tmp_path / "c.json"),
+                                                        "--out", "z", "--batch-size", "8"]))
+    assert again.schedule == "iterations" and again.lr == 0.02 and again.batch_size == 8
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    assert main(["demo", "--quick", "--out", out, "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "trivial all-background" in text and "GG-Net + CRF" in text
+    assert os.path.exists(os.path.join(out, "metrics.md"))
+    assert len(os.listdir(os.path.join(out, "overlays"))) > 0
+    assert main(["demo", "--quick", "--out", out, "--no-progress"]) == 2  # refuses to overwrite
