@@ -149,6 +149,7 @@ setup(
             "tqdm>=4.60",
             "pillow>=9",
             "pydensecrf2>=1.1",
+            "monai>=1.3",          # independent Hausdorff cross-check in tests/test_metrics.py
         ],
     },
     entry_points={"console_scripts": ["ggnet=ggnet_fast.cli:main"]},

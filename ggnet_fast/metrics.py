@@ -48,6 +48,9 @@ def _as_bool(x, name: str) -> np.ndarray:
         arr = np.squeeze(arr)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D mask [H, W], got shape {np.shape(x)}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isin(arr, (0.0, 1.0)).all():
+        raise ValueError(f"{name} must be a binary mask (bool, integer, or float with values "
+                         "in {0, 1}); threshold probability maps first")
     return arr.astype(bool)
 
 

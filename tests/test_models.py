@@ -128,6 +128,12 @@ def test_boundary_forms():
     assert torch.equal(released > 0, ring)
     seg, edge = BoundaryDetection("paper")(x)
     torch.testing.assert_close(seg, 2 * x - F.max_pool2d(x, 3, 1, 1))
+    # The supervised map is |E| in both forms: positive on the ring, so a {0, 1}
+    # boundary target can be matched (the paper's E <= 0 itself could not).
+    torch.testing.assert_close(edge, released)
+    seg_r, edge_r = BoundaryDetection("released")(x)
+    torch.testing.assert_close(seg_r, F.max_pool2d(x, 3, 1, 1))
+    torch.testing.assert_close(edge_r, released)
     with pytest.raises(ValueError, match="boundary_form"):
         BoundaryDetection("nope")
 

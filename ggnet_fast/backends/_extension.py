@@ -59,3 +59,17 @@ def with_cuda() -> bool:
     """Whether the loaded extension was compiled with the CUDA kernels."""
     module = load()
     return bool(module is not None and getattr(module, "WITH_CUDA", 0))
+
+
+def spatial(theta, phi, eta, rho, mu, *, combine: str, out_dtype: torch.dtype,
+            backend: str) -> torch.Tensor:
+    """The extension's spatial op (either device): [B,N,d], [B,N,d], [B,N,dg], [B,N,dg],
+    [B,N,C] -> [B,N,C]; ``combine="product"`` only."""
+    if combine != "product":
+        raise ValueError(f"combine must be 'product' for the {backend} backend, got {combine!r}")
+    return torch.ops.ggnet_fast.spatial(theta, phi, eta, rho, mu).to(out_dtype)
+
+
+def channel(y, g, *, combine: str, stabilize, scale, out_dtype: torch.dtype) -> torch.Tensor:
+    """The extension's channel op (either device): [B,C,N], [B,C,N] -> Q @ y, [B,C,N]."""
+    return torch.ops.ggnet_fast.channel(y, g, combine, stabilize, scale).to(out_dtype)

@@ -42,13 +42,8 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
 
 def spatial(theta, phi, eta, rho, mu, *, combine: str, out_dtype: torch.dtype) -> torch.Tensor:
     """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``combine="product"``)."""
-    if combine != "product":
-        raise ValueError(f"combine must be 'product' for the cpu backend, got {combine!r}")
-    out = torch.ops.ggnet_fast.spatial(theta, phi, eta, rho, mu)
-    return out.to(out_dtype)
+    return _extension.spatial(theta, phi, eta, rho, mu, combine=combine, out_dtype=out_dtype,
+                              backend="cpu")
 
 
-def channel(y, g, *, combine: str, stabilize, scale, out_dtype: torch.dtype) -> torch.Tensor:
-    """[B,C,N], [B,C,N] -> Q @ y, [B,C,N]."""
-    out = torch.ops.ggnet_fast.channel(y, g, combine, stabilize, scale)
-    return out.to(out_dtype)
+channel = _extension.channel

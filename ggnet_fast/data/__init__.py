@@ -19,18 +19,17 @@ __all__ = [
 
 
 def build_source(kind: str, root: str | None = None, *, include_normal: bool = False,
-                 n: int = 300, seed: int = 0, size: int | tuple = 128):
+                 n: int = 300, seed: int = 0, size: int | tuple = 128, size_jitter: float = 0.0):
     """Build a dataset by name: ``"busi"`` (``root`` = folder holding the class folders or
     ``Dataset_BUSI_with_GT``), ``"folder"`` (``root`` holding ``images/`` and ``masks/``) or
-    ``"phantom"`` (``n`` synthetic images, deterministic by ``seed``)."""
-    if kind == "busi":
-        if root is None:
-            raise ValueError("data_root is required for the BUSI dataset")
-        return BUSIDataset(root, include_normal=include_normal)
-    if kind == "folder":
-        if root is None:
-            raise ValueError("data_root is required for the folder dataset")
-        return FolderDataset(root)
+    ``"phantom"`` (``n`` synthetic images, deterministic by ``seed``; ``size_jitter`` as
+    :class:`PhantomDataset`'s)."""
     if kind == "phantom":
-        return PhantomDataset(n=n, seed=seed, size=size)
-    raise ValueError(f"data: unknown dataset kind {kind!r} (expected busi, folder or phantom)")
+        return PhantomDataset(n=n, seed=seed, size=size, size_jitter=size_jitter)
+    if kind not in ("busi", "folder"):
+        raise ValueError(f"data: unknown dataset kind {kind!r} (expected busi, folder or phantom)")
+    if root is None:
+        raise ValueError(f"--data-root is required for data={kind!r}")
+    if kind == "busi":
+        return BUSIDataset(root, include_normal=include_normal)
+    return FolderDataset(root)

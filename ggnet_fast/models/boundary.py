@@ -4,10 +4,13 @@ Applied to a one-channel logit map ``F`` (``[B, 1, H, W]``) with a 3x3 max-pool
 (stride 1, padding 1):
 
 * ``"paper"``:    ``E = F - maxpool(F)``,       segmentation ``F + E = 2F - maxpool(F)``.
-  ``E <= 0`` everywhere.
 * ``"released"``: ``E = |F - maxpool(F)|``,     segmentation ``F + E = maxpool(F)``.
-  ``E >= 0``: the logit drop towards the largest neighbour, large just outside a region
-  of high logits, which is where the morphological target ``maxpool(y) - y`` is 1.
+
+The boundary map that is returned (and supervised) is ``|F - maxpool(F)|`` in both forms:
+the logit drop towards the largest neighbour, large just outside a region of high
+logits, which is where the boundary targets are 1.  The paper's ``E`` itself is never
+positive, so supervising it against a {0, 1} Canny target could only be minimised by
+flat logits (``E = 0``); its magnitude is what the BD module is meant to detect.
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ class BoundaryDetection(nn.Module):
         self.form = form
 
     def forward(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(F + E, |E|)``: the segmentation logits and the supervised boundary map."""
         edge = boundary_map(logits, self.form)
-        return logits + edge, edge
+        return logits + edge, edge.abs()
 
     def extra_repr(self) -> str:
         return f"form={self.form!r}"

@@ -50,7 +50,7 @@ class TrainConfig:
     variant: str = "full"
     backbone: str = "resnext101_32x8d"
     weights: str | None = None
-    ggb_stride: int = 8
+    ggb_stride: int | None = None       # None: the preset's (paper 8, released 4)
     backend: str = "auto"
     model_overrides: dict = field(default_factory=dict)
     loss_overrides: dict = field(default_factory=dict)

@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data import BUSIDataset, FolderDataset, PhantomDataset, kfold_indices, split_train_val
+from ..data import build_source as data_build_source
+from ..data import kfold_indices, split_train_val
 from .config import TrainConfig
 
 
 def build_source(cfg: TrainConfig):
-    if cfg.data == "phantom":
-        return PhantomDataset(n=cfg.phantom_n, seed=cfg.phantom_seed, size=cfg.phantom_size,
-                              size_jitter=cfg.phantom_jitter)
-    if cfg.data_root is None:
-        raise ValueError(f"--data-root is required for data={cfg.data!r}")
-    if cfg.data == "busi":
-        return BUSIDataset(cfg.data_root, include_normal=cfg.include_normal)
-    return FolderDataset(cfg.data_root)
+    """The dataset ``cfg.data`` names (see :func:`ggnet_fast.data.build_source`)."""
+    return data_build_source(cfg.data, cfg.data_root, include_normal=cfg.include_normal,
+                             n=cfg.phantom_n, seed=cfg.phantom_seed, size=cfg.phantom_size,
+                             size_jitter=cfg.phantom_jitter)
 
 
 def split_indices(cfg: TrainConfig, source) -> dict[str, np.ndarray]:
