@@ -1,6 +1,6 @@
 """``ggnet``: train, evaluate and run GG-Net for breast-ultrasound lesion segmentation.
 
-    ggnet demo                               # 5-10 min CPU demo on synthetic ultrasound
+    ggnet demo                               # CPU demo on synthetic ultrasound (~1 min of training)
     ggnet train --data busi --data-root DIR --out runs/busi --fold all
     ggnet eval --run runs/busi               # per-fold + mean +- std table, overlays
     ggnet predict --checkpoint runs/busi/fold0/best.pt --input scan.png --out preds/
@@ -17,8 +17,8 @@ import sys
 
 EPILOG = """examples:
   ggnet demo --out demo_run
-      train a small GG-Net on synthetic B-mode images (CPU, ~5-10 min), evaluate with
-      dense CRF, write metrics.md and overlays/ into demo_run/
+      train a small GG-Net on synthetic B-mode images (CPU: about a minute of training on
+      2 idle cores), evaluate with dense CRF, write metrics.md and overlays/ into demo_run/
   ggnet train --data busi --data-root ../shared/data/busi --out runs/busi --fold all \\
               --preset released --backbone resnext101_32x8d --weights resnext101.pth
       the paper's BUSI protocol: 3-fold CV on the 647 lesion images, one run per fold
@@ -65,7 +65,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--variant", help="full (default), baseline (DeepLabV3+), ggb, snlb, cnlb, ... ")
     g.add_argument("--backbone", help="resnext101_32x8d (paper), resnext50_32x4d, resnet34, resnet18")
     g.add_argument("--weights", help="ImageNet weights: path to a torchvision state dict (nothing is downloaded)")
-    g.add_argument("--ggb-stride", type=int, choices=[4, 8], help="feature stride of the guidance block (default 8)")
+    g.add_argument("--ggb-stride", type=int, choices=[4, 8], help="feature stride of the guidance block (default: the preset's, paper 8, released 4)")
     g.add_argument("--backend", help="attention kernel backend: auto, reference, eager, triton, cuda, cpu")
     g.add_argument("--model-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="extra build_ggnet keyword (JSON value), repeatable")
@@ -122,7 +122,10 @@ def config_from_args(args):
         base["loss_overrides"] = {**base.get("loss_overrides", {}), **dict(args.loss_opt)}
     if args.out:
         base["out_dir"] = args.out
-    return TrainConfig.from_dict(base)
+    cfg = TrainConfig.from_dict(base)
+    from .train.loop import check_overrides
+    check_overrides(cfg)  # a bad --model-opt/--loss-opt is refused before anything runs
+    return cfg
 
 
 def cmd_train(args) -> int:
@@ -178,7 +181,8 @@ def cmd_eval(args) -> int:
     res = evaluate_run(args.run, checkpoint=args.checkpoint, crf=args.crf,
                        threshold=args.threshold, overlays=args.overlays, out_dir=args.out,
                        device=_device(args.device), data_root=args.data_root,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, backend=args.backend,
+                       overwrite=args.overwrite)
     print(res["table"])
     print(f"written to {res['out_dir']}")
     return 0
@@ -197,8 +201,6 @@ def cmd_predict(args) -> int:
     from .eval.overlay import save_mask, save_overlay
 
     device = _device(args.device)
-    model, cfg = load_model(args.checkpoint, device)
-    size = args.image_size or cfg.get("image_size", 256)
     if os.path.isdir(args.input):
         paths = [os.path.join(args.input, f) for f in sorted(os.listdir(args.input)) if is_image_file(f)]
         if not paths:
@@ -207,16 +209,32 @@ def cmd_predict(args) -> int:
         paths = [args.input]
     else:
         raise SystemExit(f"ggnet predict: --input {args.input} does not exist")
+    # outputs are named by the input's stem: a.png and a.jpg would write the same files
+    by_stem: dict[str, str] = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in by_stem:
+            raise ValueError(f"inputs {by_stem[stem]} and {p} would both be written as "
+                             f"{stem}.png; rename one of them or predict them separately")
+        by_stem[stem] = p
+    targets = [os.path.join(args.out, sub, stem + ".png")
+               for stem in by_stem for sub in ("masks", "overlays")]
+    existing = [t for t in targets if os.path.exists(t)]
+    if existing and not args.overwrite:
+        more = f" (and {len(existing) - 3} more)" if len(existing) > 3 else ""
+        raise FileExistsError(f"{', '.join(existing[:3])}{more} already exist; pass --overwrite "
+                              f"to replace them or choose another --out")
+    model, cfg = load_model(args.checkpoint, device, backend=args.backend)
+    size = args.image_size or cfg.get("image_size", 256)
     if args.crf:
         from .crf import crf_available
         reason = crf_available()
         if reason:
             raise SystemExit(f"ggnet predict: dense CRF unavailable ({reason}); pass --no-crf")
     predictor = Predictor(model, size, device, crf=args.crf, threshold=args.threshold)
-    for p in paths:
+    for stem, p in by_stem.items():
         image = read_image(p)
         _prob, mask = predictor.predict([image])[0]
-        stem = os.path.splitext(os.path.basename(p))[0]
         save_mask(os.path.join(args.out, "masks", stem + ".png"), mask)
         save_overlay(os.path.join(args.out, "overlays", stem + ".png"), image, None, mask)
         print(f"{p}: lesion {mask.mean() * 100:.1f}% of the image -> {args.out}/masks/{stem}.png")
@@ -268,12 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default RUN/eval_crf or RUN/eval)")
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto",
+                   help="attention kernel backend (default auto: the best one on --device, "
+                        "whatever the training run used)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the reports and overlays already in the report folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="segment one image or a folder of images",
                        description="Write OUT/masks/<name>.png (0/255) and OUT/overlays/<name>.png "
-                                   "(red contour of the prediction) for each input image.")
+                                   "(red contour of the prediction) for each input image. Existing "
+                                   "files of those names are refused unless --overwrite; inputs "
+                                   "sharing a name stem (a.png, a.jpg) are refused.")
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt from a training run")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
@@ -281,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--image-size", type=int, help="network input side (default: as trained)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto",
+                   help="attention kernel backend (default auto: the best one on --device, "
+                        "whatever the training run used)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace masks/overlays of the same names already in --out")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="train + evaluate a small GG-Net on synthetic ultrasound (CPU)",

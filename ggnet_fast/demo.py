@@ -103,10 +103,12 @@ def demo_report(out_dir: str, cfg: TrainConfig, source, splits, summary: dict, *
         for s in samples]
     table = markdown_table({k: image_level(v) for k, v in rows.items()})
     dice = {k: float(np.mean([r["dice"] for r in v])) for k, v in rows.items()}
+    best_val = summary.get("best_val_dice")
+    best_text = (f"best validation Dice {best_val:.3f} at iteration {summary['best_step']}"
+                 if best_val is not None else "no validation ran")
     text = (f"# ggnet demo: {len(test)} held-out synthetic images (mean ± std over images)\n\n"
             f"{table}\n\n{TABLE_NOTE}\n\nTraining: {summary['global_step']} iterations, "
-            f"{summary['seconds']:.0f} s, best validation Dice {summary['best_val_dice']:.3f} "
-            f"at iteration {summary['best_step']}.\n")
+            f"{summary['seconds']:.0f} s, {best_text}.\n")
     atomic_write_text(os.path.join(out_dir, "metrics.md"), text)
     all_rows = [{**r, "method": k} for k, v in rows.items() for r in v]
     write_per_image_csv(os.path.join(out_dir, "per_image.csv"), all_rows, ("method",))

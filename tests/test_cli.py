@@ -45,6 +45,16 @@ def test_train_resume_eval_predict(tmp_path, capsys):
     lines = open(os.path.join(ev, "per_image.csv")).read().splitlines()
     assert lines[0].startswith("name,fold,label,dice") and len(lines) == 1 + 5  # 20% of 24
     assert len(os.listdir(os.path.join(ev, "overlays"))) == 2
+    # a second evaluation into the same report folder is refused, then allowed with --overwrite
+    before = open(os.path.join(ev, "metrics.md")).read()
+    capsys.readouterr()
+    assert main(["eval", "--run", run, "--overlays", "2", "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert open(os.path.join(ev, "metrics.md")).read() == before
+    assert main(["eval", "--run", run, "--overlays", "2", "--no-progress", "--overwrite",
+                 "--backend", "reference"]) == 0
+    assert open(os.path.join(ev, "metrics.md")).read() == before  # same numbers again
+    assert "fold holdout" not in before and "holdout (5 images" in before  # real fold label
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
@@ -55,23 +65,57 @@ def test_train_resume_eval_predict(tmp_path, capsys):
     ckpt = os.path.join(run, "best.pt")
     assert main(["predict", "--checkpoint", ckpt, "--input", str(imgs / "scan1.png"),
                  "--out", preds]) == 0
+    # scan1's mask/overlay exist now: refused without --overwrite, nothing written
+    capsys.readouterr()
     assert main(["predict", "--checkpoint", ckpt, "--input", str(imgs), "--out", preds,
-                 "--no-crf"]) == 0
+                 "--no-crf"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(preds, "masks", "scan0.png"))
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(imgs), "--out", preds,
+                 "--no-crf", "--overwrite", "--backend", "auto"]) == 0
     for i, shape in enumerate([(50, 70), (81, 64)]):
         m = np.asarray(Image.open(os.path.join(preds, "masks", f"scan{i}.png")))
         assert m.shape == shape and set(np.unique(m)) <= {0, 255}
         assert os.path.exists(os.path.join(preds, "overlays", f"scan{i}.png"))
+    # two inputs with one stem would write the same files: refused, naming both
+    Image.open(imgs / "scan0.png").convert("RGB").save(imgs / "scan0.jpg")
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(imgs), "--out",
+                 str(tmp_path / "preds2"), "--no-crf"]) == 2
+    err = capsys.readouterr().err
+    assert "scan0.jpg" in err and "scan0.png" in err
+    assert not os.path.exists(tmp_path / "preds2")
+
+
+def test_eval_refuses_a_changed_test_split(tmp_path, capsys):
+    import json
+    run = str(tmp_path / "run")
+    assert main(["train", *TINY, "--out", run, "--iterations", "2"]) == 0
+    splits = json.load(open(os.path.join(run, "splits.json")))
+    splits["test"][0] = "someone_else.png"
+    with open(os.path.join(run, "splits.json"), "w") as fh:
+        json.dump(splits, fh)
+    capsys.readouterr()
+    assert main(["eval", "--run", run, "--no-crf", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the one used in training" in err and "someone_else.png" in err
 
 
 def test_config_merging(tmp_path):
     from ggnet_fast.cli import config_from_args
 
     args = build_parser().parse_args(["train", "--preset", "released", "--out", "x",
-                                      "--lr", "0.02", "--model-opt", "residual=\"learned\""])
+                                      "--lr", "0.02", "--model-opt", "residual=\"learnable\""])
     cfg = config_from_args(args)
     assert cfg.schedule == "iterations" and cfg.iterations == 13400 and cfg.bias_lr_mult == 2.0
     assert cfg.early_stop_patience == 30 and cfg.lr == 0.02
-    assert cfg.model_overrides == {"residual": "learned"}
+    assert cfg.model_overrides == {"residual": "learnable"}
+    # an invalid value (valid: learnable, fixed) or an unknown option is refused at once
+    for opt in (["--model-opt", "residual=learned"], ["--model-opt", "nope=1"],
+                ["--loss-opt", "nope=1"]):
+        with pytest.raises(ValueError, match="residual|nope"):
+            config_from_args(build_parser().parse_args(["train", "--out", "x", *opt]))
+    assert main(["train", "--out", str(tmp_path / "bad"), "--model-opt", "residual=learned"]) == 2
+    assert not os.path.exists(tmp_path / "bad")
     paper = config_from_args(build_parser().parse_args(["train", "--out", "y"]))
     assert paper.schedule == "epochs" and paper.epochs == 100 and paper.lr_step_epochs == 50
     cfg.save(str(tmp_path / "c.json"))
@@ -88,3 +132,17 @@ def test_demo_quick(tmp_path, capsys):
     assert os.path.exists(os.path.join(out, "metrics.md"))
     assert len(os.listdir(os.path.join(out, "overlays"))) > 0
     assert main(["demo", "--quick", "--out", out, "--no-progress"]) == 2  # refuses to overwrite
+
+
+def test_fold_table_uses_the_rows_fold_field():
+    from ggnet_fast.eval.report import fold_table
+
+    def rows(fold, d):
+        return [{"fold": fold, "dice": x, "jaccard": x, "recall": 1.0, "precision": 1.0,
+                 "specificity": 1.0, "accuracy": 1.0, "hd": 1.0, "abd": 1.0} for x in d]
+
+    # only folds 2 and 0 were evaluated (e.g. fold1/ missing): labels are the real indices
+    md, numbers = fold_table([rows(2, [0.8]), rows(0, [0.6])], "GG-Net")
+    assert "GG-Net, fold 2 (1 images" in md and "GG-Net, fold 0 (1 images" in md
+    assert "fold 1" not in md
+    assert [f["fold"] for f in numbers["folds"]] == [2, 0]

@@ -61,5 +61,6 @@ def test_ddp_two_cpu_processes(tmp_path):
             assert torch.equal(v, r1["model"][k]), k
     ck = torch.load(os.path.join(out, "last.pt"), weights_only=True)
     assert ck["progress"]["global_step"] == 3
+    assert ck["world_size"] == 2  # a resume with another number of processes is refused
     for k, v in ck["model"].items():
         assert torch.equal(v, r0["model"][k]), k

@@ -31,13 +31,27 @@ def _final_state(run_dir):
     return ck
 
 
-def _assert_same_state(a, b):
-    assert a["progress"]["global_step"] == b["progress"]["global_step"]
+def _assert_same_state(run_a, run_b):
+    """The final checkpoints, best.pt and validation logs of two runs are identical."""
+    a, b = _final_state(run_a), _final_state(run_b)
+    # the whole progress: step, position, best score/step, bad validations, running loss
+    assert a["progress"] == b["progress"]
+    assert a["model"].keys() == b["model"].keys()
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    for (ka, sa), (kb, sb) in zip(a["optimizer"]["state"].items(), b["optimizer"]["state"].items()):
+    sa_all, sb_all = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert len(sa_all) == len(sb_all) > 0
+    for (ka, sa), (kb, sb) in zip(sa_all.items(), sb_all.items()):
+        assert ka == kb
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"]), ka
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    best_a = load_checkpoint(os.path.join(run_a, "best.pt"))
+    best_b = load_checkpoint(os.path.join(run_b, "best.pt"))
+    assert best_a["progress"] == best_b["progress"]
+    for k, v in best_a["model"].items():
+        assert torch.equal(v, best_b["model"][k]), k
+    with open(os.path.join(run_a, "val_log.csv")) as fa, open(os.path.join(run_b, "val_log.csv")) as fb:
+        assert fa.read() == fb.read()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +73,7 @@ def test_resume_after_stop_is_bitwise_identical(uninterrupted, tmp_path):
     cfg.workers = 1  # worker count must not change the result
     s2 = Trainer(cfg, resume=True).fit()
     assert s2["global_step"] == 8
-    _assert_same_state(_final_state(uninterrupted), _final_state(out))
+    _assert_same_state(uninterrupted, str(out))
     # the logs were continued, not duplicated
     with open(out / "train_log.csv") as fh:
         steps = [int(line.split(",")[0]) for line in fh.readlines()[1:]]
@@ -89,7 +103,63 @@ def test_resume_after_sigkill_mid_epoch(uninterrupted, tmp_path):
     assert ck["progress"]["global_step"] == 6 and ck["progress"]["step_in_epoch"] != 0
     cfg = tiny_config(out)
     Trainer(cfg, resume=True).fit()
-    _assert_same_state(_final_state(uninterrupted), _final_state(out))
+    _assert_same_state(uninterrupted, out)
+
+
+def test_resume_without_validation_split_keeps_running_loss(tmp_path):
+    """val_fraction=0: the score is -train_loss, so the running loss must survive a resume
+    (stopped at step 6, between the validations at 4 and 8) for best.pt to match."""
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    Trainer(tiny_config(full, val_fraction=0.0)).fit()
+    cfg = tiny_config(part, val_fraction=0.0, max_steps=6)
+    Trainer(cfg).fit()
+    assert _final_state(part)["progress"]["running_n"] == 2
+    cfg.max_steps = 0
+    Trainer(cfg, resume=True).fit()
+    _assert_same_state(full, part)
+
+
+def test_resume_refuses_a_changed_setup(tmp_path):
+    out = tmp_path / "run"
+    Trainer(tiny_config(out, max_steps=3)).fit()
+    for change, field in [({"batch_size": 2}, "batch_size"), ({"iterations": 10}, "iterations"),
+                          ({"lr_step_iters": 5}, "lr_step_iters"), ({"seed": 4}, "seed"),
+                          ({"fold_seed": 1}, "fold_seed"), ({"val_fraction": 0.3}, "val_fraction")]:
+        with pytest.raises(ValueError, match=f"{field}: saved .*, now "):
+            Trainer(tiny_config(out, **change), resume=True)
+    # world size: the checkpoint records the number of processes
+    ck = load_checkpoint(os.path.join(out, "last.pt"))
+    assert ck["world_size"] == 1
+    ck["world_size"] = 2
+    torch.save(ck, out / "last.pt")
+    with pytest.raises(ValueError, match=r"world_size differs \(saved 2, now 1\)"):
+        Trainer(tiny_config(out), resume=True)
+
+
+def test_summary_is_valid_json_without_validation(tmp_path):
+    out = tmp_path / "run"
+    s = Trainer(tiny_config(out, max_steps=2)).fit()  # first validation would be at step 4
+    assert s["best_val_dice"] is None
+    text = (out / "summary.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert data["best_val_dice"] is None and data["halted_at_max_steps"]
+
+
+def test_bad_model_or_loss_override_is_refused_at_once(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="residual"):
+        Trainer(tiny_config(out, model_overrides={"residual": "learned"}))
+    with pytest.raises(ValueError, match="nope"):
+        Trainer(tiny_config(out, loss_overrides={"nope": 1}))
+    assert not out.exists()  # nothing was written
+
+
+def test_missing_tensorboard_warns(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
+    with pytest.warns(RuntimeWarning, match="TensorBoard logging is off"):
+        t = Trainer(tiny_config(tmp_path / "r", tensorboard=True))
+    assert t.tb is None
 
 
 def test_checkpoint_contents_and_weights_only_load(uninterrupted):

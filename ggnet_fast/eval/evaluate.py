@@ -19,12 +19,17 @@ from .predict import Predictor, load_model
 from .report import TABLE_NOTE, fold_table, write_per_image_csv
 
 
+def overlay_name(name: str) -> str:
+    return name.replace("/", "_") + ".png"
+
+
 def evaluate_source(predictor: Predictor, source, indices, *, overlay_dir: str | None = None,
                     overlays: int = 8, batch_size: int = 4, progress: bool = True,
                     desc: str = "eval") -> list[dict]:
     """Predict every ``source[i]`` for ``i in indices`` and return per-image metric rows.
 
-    Overlays are written for the first ``overlays`` images (all if ``overlays < 0``).
+    Overlays are written for the first ``overlays`` images (all if ``overlays < 0``);
+    existing overlay files are replaced (callers check for them first).
     """
     from tqdm.auto import tqdm
 
@@ -38,7 +43,7 @@ def evaluate_source(predictor: Predictor, source, indices, *, overlay_dir: str |
             row = {"name": s.name, "label": s.label, **binary_metrics(mask, s.mask)}
             rows.append(row)
             if overlay_dir and (overlays < 0 or len(rows) <= overlays):
-                save_overlay(os.path.join(overlay_dir, s.name.replace("/", "_") + ".png"),
+                save_overlay(os.path.join(overlay_dir, overlay_name(s.name)),
                              s.image, s.mask, mask)
         bar.update(len(samples))
     bar.close()
@@ -55,19 +60,67 @@ def _run_dirs(run_dir: str) -> list[str]:
     return [os.path.join(run_dir, d) for d in subs]
 
 
+def check_test_split(run_dir: str, names: list[str]) -> None:
+    """Raise ``ValueError`` if the recomputed test images ``names`` are not the ones the
+    run's ``splits.json`` (written by training) lists; skipped for runs without it."""
+    path = os.path.join(run_dir, "splits.json")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fh:
+        saved = json.load(fh).get("test")
+    if saved is None or sorted(saved) == sorted(names):
+        return
+    missing = sorted(set(saved) - set(names))
+    extra = sorted(set(names) - set(saved))
+
+    def few(items):
+        return ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
+
+    detail = []
+    if missing:
+        detail.append(f"in the saved split but not recomputed: {few(missing)}")
+    if extra:
+        detail.append(f"recomputed but not in the saved split: {few(extra)}")
+    if not detail:
+        detail.append(f"same names, different counts ({len(saved)} saved, {len(names)} now)")
+    raise ValueError(
+        f"{run_dir}: the test split recomputed from the dataset differs from the one used in "
+        f"training ({path}; {len(saved)} images saved, {len(names)} now): "
+        + "; ".join(detail) + ". The dataset changed or --data-root points to another one.")
+
+
+def _existing_outputs(out_dir: str) -> list[str]:
+    found = [n for n in ("metrics.md", "metrics.json", "per_image.csv")
+             if os.path.exists(os.path.join(out_dir, n))]
+    ov = os.path.join(out_dir, "overlays")
+    if os.path.isdir(ov) and os.listdir(ov):
+        found.append("overlays/")
+    return found
+
+
 def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
                  threshold: float = 0.5, overlays: int = 8, out_dir: str | None = None,
                  device: str = "cpu", data_root: str | None = None, method: str | None = None,
-                 progress: bool = True, crf_params: dict | None = None) -> dict:
+                 progress: bool = True, crf_params: dict | None = None,
+                 backend: str = "auto", overwrite: bool = False) -> dict:
     """Evaluate one run folder, or a folder of fold runs (``fold0/``, ``fold1/``...),
-    each on its own test split; returns ``{"table": markdown, "numbers": ..., "rows": ...}``."""
+    each on its own test split; returns ``{"table": markdown, "numbers": ..., "rows": ...}``.
+
+    ``backend`` is the attention backend to run with (``"auto"`` picks one for ``device``,
+    whatever the training run used). An ``out_dir`` that already holds reports or overlays
+    is refused (``FileExistsError``) unless ``overwrite``."""
     from ..train.config import TrainConfig
     from ..train.setup import build_source, split_indices
 
     out_dir = out_dir or os.path.join(run_dir, "eval" + ("_crf" if crf else ""))
+    existing = _existing_outputs(out_dir) if os.path.isdir(out_dir) else []
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "
+                              f"to replace them or choose another --out")
+    run_dirs = _run_dirs(run_dir)
     os.makedirs(out_dir, exist_ok=True)
     rows_per_fold, all_rows, source_cache = [], [], {}
-    for k, rd in enumerate(_run_dirs(run_dir)):
+    for k, rd in enumerate(run_dirs):
         cfg = TrainConfig.load(os.path.join(rd, "config.json"))
         if data_root is not None:
             cfg.data_root = data_root
@@ -77,7 +130,8 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
             source_cache[key] = build_source(cfg)
         source = source_cache[key]
         test = split_indices(cfg, source)["test"]
-        model, _ = load_model(os.path.join(rd, checkpoint), device)
+        check_test_split(rd, [source.names[i] for i in test])
+        model, _ = load_model(os.path.join(rd, checkpoint), device, backend=backend)
         predictor = Predictor(model, cfg.image_size, device, crf=crf, threshold=threshold,
                               crf_params=crf_params, amp=device != "cpu")
         rows = evaluate_source(predictor, source, test,

@@ -1,8 +1,6 @@
 """Contour overlays: ground truth (green) and prediction (red) drawn on the image (OpenCV)."""
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 
@@ -30,18 +28,23 @@ def draw_overlay(image: np.ndarray, gt: np.ndarray | None = None, pred: np.ndarr
     return canvas
 
 
+def _write_png(path: str, array: np.ndarray, what: str) -> str:
+    """Encode ``array`` as PNG and write it atomically (temporary file + ``os.replace``)."""
+    from ..train.checkpoint import atomic_write_bytes
+
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"could not encode {what} {path}")
+    atomic_write_bytes(path, buf.tobytes())
+    return path
+
+
 def save_overlay(path: str, image, gt=None, pred=None) -> str:
     """Draw and write the overlay as PNG; returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     rgb = draw_overlay(image, gt, pred)
-    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write overlay {path}")
-    return path
+    return _write_png(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "overlay")
 
 
 def save_mask(path: str, mask: np.ndarray) -> str:
     """Write a {0,1} mask as an 8-bit PNG with values {0,255}."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not cv2.imwrite(path, (np.asarray(mask) > 0).astype(np.uint8) * 255):
-        raise OSError(f"could not write mask {path}")
-    return path
+    return _write_png(path, (np.asarray(mask) > 0).astype(np.uint8) * 255, "mask")

@@ -10,9 +10,11 @@ from ..crf import dense_crf
 from ..data.transforms import normalize_image
 
 
-def load_model(checkpoint: str, device="cpu"):
+def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
     """Rebuild the model from a checkpoint written by training (``best.pt``/``last.pt``).
 
+    ``backend`` replaces the attention backend stored with the model (the training run's,
+    which may not exist on this device); ``"auto"`` picks the best one available here.
     Returns ``(model in eval mode, train config dict)``.
     """
     from ..models import build_ggnet
@@ -23,6 +25,7 @@ def load_model(checkpoint: str, device="cpu"):
         raise ValueError(f"{checkpoint} is not a ggnet_fast training checkpoint")
     cfg = dict(ck["model_config"])
     cfg["weights"] = None  # the checkpoint holds all weights; never fetch pretrained ones
+    cfg["backend"] = backend
     model = build_ggnet(**cfg)
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), dict(ck.get("config", {}))

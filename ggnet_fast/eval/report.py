@@ -1,9 +1,7 @@
 """Per-image CSV and Markdown tables in the layout of the paper's Table 5."""
 from __future__ import annotations
 
-import csv
 import math
-import os
 
 import numpy as np
 
@@ -21,13 +19,12 @@ TABLE_NOTE = ("Metrics per image at its original resolution (predictions resized
 
 
 def write_per_image_csv(path: str, rows, extra_fields=()) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write the per-image rows atomically (temporary file + ``os.replace``)."""
+    from ..train.checkpoint import atomic_write_csv
+
     fields = ["name", *extra_fields, *ALL_METRICS]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_csv(path, fields, [
+        {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
     return path
 
 
@@ -58,15 +55,23 @@ def image_level(rows) -> dict[str, tuple[float, float]]:
 
 def fold_table(rows_per_fold: list[list[dict]], method: str = "GG-Net") -> tuple[str, dict]:
     """Per-fold rows (mean over that fold's images) and a final row with the mean +- std of
-    the fold means (the paper's Table 5 convention). Returns (markdown, numbers)."""
+    the fold means (the paper's Table 5 convention). Returns (markdown, numbers).
+
+    Each fold is labelled by its rows' ``fold`` field (the run's real fold index, or
+    ``"holdout"``), falling back to its position only for rows without one."""
     table, numbers = {}, {"folds": []}
     fold_means = []
     for k, rows in enumerate(rows_per_fold):
+        labels = {r["fold"] for r in rows if "fold" in r}
+        if len(labels) > 1:
+            raise ValueError(f"rows of one fold carry several fold labels: {sorted(map(str, labels))}")
+        fold = labels.pop() if labels else k
         s = summarize(rows)
         means = {m: s[m]["mean"] for m in ALL_METRICS}
         fold_means.append(means)
-        numbers["folds"].append({m: s[m] for m in ALL_METRICS})
-        table[f"{method}, fold {k} ({len(rows)} images; ± over images)"] = {
+        numbers["folds"].append({"fold": fold, **{m: s[m] for m in ALL_METRICS}})
+        name = f"fold {fold}" if isinstance(fold, int) or str(fold).isdigit() else str(fold)
+        table[f"{method}, {name} ({len(rows)} images; ± over images)"] = {
             m: (s[m]["mean"], s[m]["std"]) for m in ALL_METRICS}
     agg = {}
     for m in ALL_METRICS:

@@ -1,6 +1,8 @@
 """Atomic checkpoint files and RNG-state capture (loadable with ``weights_only=True``)."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 import random
 import tempfile
@@ -26,6 +28,21 @@ def _atomic_replace(path: str, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_save(obj, path: str) -> None:
@@ -35,6 +52,19 @@ def atomic_save(obj, path: str) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     _atomic_replace(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    _atomic_replace(path, lambda fh: fh.write(data))
+
+
+def atomic_write_csv(path: str, fields, rows) -> None:
+    """Write a whole CSV (header + ``rows`` as dicts; extra keys ignored) atomically."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, list(fields), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

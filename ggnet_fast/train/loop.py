@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -24,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from ..data import SegTransform, TrainingView
 from ..metrics import batch_dice
-from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import (atomic_save, atomic_write_csv, atomic_write_text, load_checkpoint,
+                         rng_state, set_rng_state)
 from .config import TrainConfig
 from .distributed import all_reduce_mean, barrier, broadcast_flag, setup_distributed
 from .sampler import ResumableSampler
@@ -32,6 +34,43 @@ from .setup import build_loss, build_model, build_source, resolve_device, split_
 
 ARTIFACTS = ("config.json", "last.pt", "best.pt", "train_log.csv", "val_log.csv",
              "summary.json", "splits.json", "tb")
+
+# Config fields that fix the data split and the optimisation schedule: a resumed run must
+# have the same values as the checkpoint's run, or it would not continue the same run.
+RESUME_FIELDS = ("data", "include_normal", "phantom_n", "phantom_seed", "phantom_size",
+                 "phantom_jitter", "split", "folds", "fold", "fold_seed", "test_fraction",
+                 "val_fraction", "batch_size", "schedule", "lr", "lr_gamma", "bias_lr_mult",
+                 "momentum", "weight_decay", "val_every", "early_stop_patience", "seed")
+RESUME_SCHEDULE_FIELDS = {"epochs": ("epochs", "lr_step_epochs"),
+                          "iterations": ("iterations", "lr_step_iters")}
+
+
+def check_overrides(cfg: TrainConfig) -> None:
+    """Validate the model and loss settings (``model_overrides``/``loss_overrides``
+    included) without building the network; raises ``ValueError`` on a bad value."""
+    from ..models.config import resolve_config
+
+    try:
+        resolve_config(cfg.preset, cfg.variant, cfg.backbone, cfg.ggb_stride, cfg.backend,
+                       **cfg.model_overrides)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid model setting: {exc}") from exc
+    try:
+        build_loss(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid loss setting: {exc}") from exc
+
+
+def check_resume_config(saved: dict, cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` if ``cfg`` changes a split/schedule field of the saved run."""
+    now = cfg.to_dict()
+    fields = RESUME_FIELDS + RESUME_SCHEDULE_FIELDS.get(cfg.schedule, ())
+    diff = [f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in fields
+            if k in saved and k in now and saved[k] != now[k]]
+    if diff:
+        raise ValueError("cannot resume: the configuration differs from the checkpoint's run "
+                         "(" + "; ".join(diff) + "); start a new run (--overwrite or another "
+                         "--out) instead")
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -77,7 +116,8 @@ def prepare_run_dir(out_dir: str, resume: bool, overwrite: bool) -> None:
 
 
 class _CSVLog:
-    """Append-only CSV that, on resume, drops rows written after the checkpoint's step."""
+    """Append-only CSV that, on resume, drops rows written after the checkpoint's step
+    (the kept rows are rewritten atomically: a crash here never loses the old log)."""
 
     def __init__(self, path: str, fields, keep_until_step: int | None):
         self.path, self.fields = path, list(fields)
@@ -85,10 +125,7 @@ class _CSVLog:
         if keep_until_step is not None and os.path.exists(path):
             with open(path, newline="", encoding="utf-8") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, self.fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
+        atomic_write_csv(path, self.fields, rows)
 
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
@@ -110,6 +147,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                  source=None, callbacks=()):
         self.cfg = cfg.validate()
+        check_overrides(cfg)  # a bad --model-opt/--loss-opt fails before anything is written
         self.callbacks = list(callbacks)
         device = resolve_device(cfg.device)
         self.dist = setup_distributed(device.type)
@@ -177,12 +215,14 @@ class Trainer:
         self.global_step = self.epoch = self.step_in_epoch = 0
         self.best_score, self.best_step, self.bad_validations = -math.inf, 0, 0
         self.stopped_early = False
+        # training-loss accumulators since the last validation (``running_loss`` is this
+        # process's sum; ``loss_window`` the losses since the last train_log row, rank 0)
+        self.running_loss, self.running_n, self.loss_window = 0.0, 0, []
         if resume:
             self._load(os.path.join(cfg.out_dir, "last.pt"))
         keep = self.global_step if resume else None
         if self.main:
             cfg.save(os.path.join(cfg.out_dir, "config.json"))
-            from .checkpoint import atomic_write_text
             import json
             atomic_write_text(os.path.join(cfg.out_dir, "splits.json"), json.dumps(
                 {k: [self.source.names[i] for i in v] for k, v in self.splits.items()}, indent=1))
@@ -205,13 +245,19 @@ class Trainer:
     def _tensorboard(self):
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
+        except ImportError as exc:
+            warnings.warn(f"TensorBoard logging is off: tensorboard is not installed ({exc}); "
+                          f"pip install tensorboard, or pass --no-tensorboard "
+                          f"(tensorboard=False) to silence this", RuntimeWarning, stacklevel=2)
             return None
         return SummaryWriter(os.path.join(self.cfg.out_dir, "tb"), purge_step=self.global_step + 1)
 
-    def state_dict(self) -> dict:
+    def state_dict(self, running_loss: float | None = None) -> dict:
+        """Everything needed to continue the run; ``running_loss`` (the running training
+        loss sum, averaged over processes) defaults to this process's own."""
         return {
             "format": 1,
+            "world_size": self.dist.world_size,
             "model": unwrap(self.model).state_dict(),
             "model_config": self.model_config,
             "optimizer": self.optimizer.state_dict(),
@@ -221,12 +267,22 @@ class Trainer:
             "progress": {"global_step": self.global_step, "epoch": self.epoch,
                          "step_in_epoch": self.step_in_epoch, "best_score": self.best_score,
                          "best_step": self.best_step, "bad_validations": self.bad_validations,
-                         "stopped_early": self.stopped_early},
+                         "stopped_early": self.stopped_early,
+                         "running_loss": (self.running_loss if running_loss is None
+                                          else running_loss),
+                         "running_n": self.running_n,
+                         "loss_window": [float(x) for x in self.loss_window]},
             "config": self.cfg.to_dict(),
         }
 
     def _load(self, path: str) -> None:
         ck = load_checkpoint(path, map_location=self.device)
+        saved_world = ck.get("world_size")
+        if saved_world is not None and saved_world != self.dist.world_size:
+            raise ValueError(f"cannot resume {path}: world_size differs (saved {saved_world}, "
+                             f"now {self.dist.world_size}); the data shards, batch and "
+                             f"schedule depend on the number of processes")
+        check_resume_config(ck.get("config", {}), self.cfg)
         unwrap(self.model).load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
@@ -237,10 +293,16 @@ class Trainer:
             p["global_step"], p["epoch"], p["step_in_epoch"])
         self.best_score, self.best_step = p["best_score"], p["best_step"]
         self.bad_validations, self.stopped_early = p["bad_validations"], p["stopped_early"]
+        self.running_loss = float(p.get("running_loss", 0.0))
+        self.running_n = int(p.get("running_n", 0))
+        self.loss_window = [float(x) for x in p.get("loss_window", [])]
 
     def save_checkpoint(self, name: str = "last.pt") -> None:
+        # every process calls this at the same step: the running loss sum is averaged over
+        # processes so that the resumed all-reduced training loss is the same
+        running = all_reduce_mean(self.running_loss, self.dist, self.device)
         if self.main:
-            atomic_save(self.state_dict(), os.path.join(self.cfg.out_dir, name))
+            atomic_save(self.state_dict(running), os.path.join(self.cfg.out_dir, name))
         barrier(self.dist)
 
     def _save_best(self) -> None:
@@ -298,7 +360,6 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.global_step, dynamic_ncols=True,
                    disable=not (self.main and cfg.progress), desc="train", unit="it")
         t0 = time.time()
-        running, running_n, window = 0.0, 0, []
         stop = self.stopped_early or self.global_step >= self.total_steps
         halted = False
         while not stop:
@@ -309,15 +370,16 @@ class Trainer:
                 loss = self.train_step(batch)
                 self.global_step += 1
                 self.step_in_epoch += 1
-                running += loss
-                running_n += 1
-                window.append(loss)
+                self.running_loss += loss
+                self.running_n += 1
+                if self.main:
+                    self.loss_window.append(loss)
                 bar.update(1)
                 for cb in self.callbacks:
                     cb(self)
                 if self.main and (self.global_step % cfg.log_every == 0 or self.global_step == 1):
-                    avg = sum(window) / len(window)
-                    window = []
+                    avg = sum(self.loss_window) / len(self.loss_window)
+                    self.loss_window = []
                     lr = self.optimizer.param_groups[0]["lr"]
                     bar.set_postfix(loss=f"{avg:.4f}", lr=f"{lr:.2e}")
                     self.train_log.write({"step": self.global_step, "epoch": self.epoch,
@@ -327,8 +389,9 @@ class Trainer:
                         self.tb.add_scalar("train/lr", lr, self.global_step)
                 finished = self.global_step >= self.total_steps
                 if self.global_step % self.val_every == 0 or finished:
-                    train_loss = all_reduce_mean(running / max(running_n, 1), self.dist, self.device)
-                    running, running_n = 0.0, 0
+                    train_loss = all_reduce_mean(self.running_loss / max(self.running_n, 1),
+                                                 self.dist, self.device)
+                    self.running_loss, self.running_n = 0.0, 0
                     stop = self._after_validation(train_loss) or finished
                     self.save_checkpoint("last.pt")
                 elif cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0:
@@ -342,15 +405,16 @@ class Trainer:
                 self.epoch += 1
                 self.step_in_epoch = 0
         bar.close()
+        # no validation yet (or a non-finite score): null, never -Infinity (invalid JSON)
+        best = self.best_score if math.isfinite(self.best_score) else None
         summary = {"global_step": self.global_step, "total_steps": self.total_steps,
-                   "best_val_dice": self.best_score, "best_step": self.best_step,
+                   "best_val_dice": best, "best_step": self.best_step if best is not None else None,
                    "stopped_early": self.stopped_early, "halted_at_max_steps": halted,
                    "seconds": time.time() - t0}
         if self.main:
             import json
-            from .checkpoint import atomic_write_text
             atomic_write_text(os.path.join(cfg.out_dir, "summary.json"),
-                              json.dumps(summary, indent=2) + "\n")
+                              json.dumps(summary, indent=2, allow_nan=False) + "\n")
             if self.tb:
                 self.tb.close()
         barrier(self.dist)
