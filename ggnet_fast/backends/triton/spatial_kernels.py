@@ -41,6 +41,15 @@ if R_MODE not in ("o2", "pass"):
 _KEY = ["N", "D", "DG", "C"]
 
 
+
+@triton.jit
+def _load_tile(ptr, rows, row_mask, cols, n_cols, stride):
+    """The tile ``ptr[rows, cols]`` of a row-major matrix with ``stride`` elements per row,
+    zero outside ``row_mask`` and at columns ``>= n_cols``: [len(rows), len(cols)]."""
+    return tl.load(ptr + rows[:, None] * stride + cols[None, :],
+                   mask=row_mask[:, None] & (cols[None, :] < n_cols), other=0.0)
+
+
 def _wide(args) -> bool:
     """d + dg > 128 (e.g. the released d = dg = 256): the small-tile configuration list."""
     return args["D"] + args["DG"] > 128
@@ -91,10 +100,8 @@ def _lse_kernel(Q, K, STATS, N, D, DG, C, DT,
     offs_d = tl.arange(0, BLOCK_D)
     offs_g = tl.arange(0, BLOCK_DG)
     rm = offs_m < N
-    th = tl.load(Q + base + offs_m[:, None] * DT + offs_d[None, :],
-                 mask=rm[:, None] & (offs_d[None, :] < D), other=0.0)
-    et = tl.load(Q + base + offs_m[:, None] * DT + D + offs_g[None, :],
-                 mask=rm[:, None] & (offs_g[None, :] < DG), other=0.0)
+    th = _load_tile(Q + base, offs_m, rm, offs_d, D, DT)
+    et = _load_tile(Q + base + D, offs_m, rm, offs_g, DG, DT)
     m_a = tl.full([BLOCK_M], float("-inf"), tl.float32)
     m_b = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_a = tl.zeros([BLOCK_M], tl.float32)
@@ -102,10 +109,8 @@ def _lse_kernel(Q, K, STATS, N, D, DG, C, DT,
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         cn = offs_n < N
-        ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
-                     mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
-        rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
-                     mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
+        ph = _load_tile(K + base, offs_n, cn, offs_d, D, DT)
+        rh = _load_tile(K + base + D, offs_n, cn, offs_g, DG, DT)
         a = tl.dot(th, tl.trans(ph), input_precision=PREC)
         b = tl.dot(et, tl.trans(rh), input_precision=PREC)
         a = tl.where(cn[None, :], a, float("-inf"))
@@ -139,8 +144,7 @@ def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     rm = offs_m < N
     cc = offs_c < C
-    q = tl.load(Q + qbase + offs_m[:, None] * DT + offs_k[None, :],
-                mask=rm[:, None] & (offs_k[None, :] < DT), other=0.0)
+    q = _load_tile(Q + qbase, offs_m, rm, offs_k, DT, DT)
     sbase = STATS + pid_b * 4 * N
     lse = (tl.load(sbase + offs_m, mask=rm, other=0.0)
            + tl.load(sbase + N + offs_m, mask=rm, other=0.0))
@@ -151,10 +155,8 @@ def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         cn = offs_n < N
-        kt = tl.load(K + qbase + offs_n[:, None] * DT + offs_k[None, :],
-                     mask=cn[:, None] & (offs_k[None, :] < DT), other=0.0)
-        mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
-                     mask=cn[:, None] & cc[None, :], other=0.0)
+        kt = _load_tile(K + qbase, offs_n, cn, offs_k, DT, DT)
+        mu = _load_tile(MU + vbase, offs_n, cn, offs_c, C, C)
         s = tl.dot(q, tl.trans(kt), input_precision=PREC)  # a + b in one MMA
         p = tl.where(cn[None, :], tl.exp(s - lse[:, None]), 0.0)
         e = expm1_unit(p)
@@ -198,12 +200,9 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
     offs_c = tl.arange(0, BLOCK_C)
     rm = offs_m < N
     cc = offs_c < C
-    th = tl.load(Q + base + offs_m[:, None] * DT + offs_d[None, :],
-                 mask=rm[:, None] & (offs_d[None, :] < D), other=0.0)
-    et = tl.load(Q + base + offs_m[:, None] * DT + D + offs_g[None, :],
-                 mask=rm[:, None] & (offs_g[None, :] < DG), other=0.0)
-    dol = tl.load(DOL + vbase + offs_m[:, None] * C + offs_c[None, :],
-                  mask=rm[:, None] & cc[None, :], other=0.0).to(MU.dtype.element_ty)
+    th = _load_tile(Q + base, offs_m, rm, offs_d, D, DT)
+    et = _load_tile(Q + base + D, offs_m, rm, offs_g, DG, DT)
+    dol = _load_tile(DOL + vbase, offs_m, rm, offs_c, C, C).to(MU.dtype.element_ty)
     sbase = STATS + pid_b * 4 * N
     bbase = BST + pid_b * 2 * N
     lse_a = tl.load(sbase + offs_m, mask=rm, other=0.0)
@@ -214,12 +213,9 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
         for start in range(0, N, BLOCK_N):
             offs_n = start + tl.arange(0, BLOCK_N)
             cn = offs_n < N
-            ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
-                         mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
-            rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
-                         mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
-            mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
-                         mask=cn[:, None] & cc[None, :], other=0.0)
+            ph = _load_tile(K + base, offs_n, cn, offs_d, D, DT)
+            rh = _load_tile(K + base + D, offs_n, cn, offs_g, DG, DT)
+            mu = _load_tile(MU + vbase, offs_n, cn, offs_c, C, C)
             ab = (tl.dot(th, tl.trans(ph), input_precision=PREC)
                   + tl.dot(et, tl.trans(rh), input_precision=PREC))
             p = tl.where(cn[None, :], tl.exp(ab - lse_a[:, None] - lse_b[:, None]), 0.0)
@@ -233,12 +229,9 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         cn = offs_n < N
-        ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
-                     mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
-        rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
-                     mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
-        mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
-                     mask=cn[:, None] & cc[None, :], other=0.0)
+        ph = _load_tile(K + base, offs_n, cn, offs_d, D, DT)
+        rh = _load_tile(K + base + D, offs_n, cn, offs_g, DG, DT)
+        mu = _load_tile(MU + vbase, offs_n, cn, offs_c, C, C)
         a = tl.dot(th, tl.trans(ph), input_precision=PREC)
         b = tl.dot(et, tl.trans(rh), input_precision=PREC)
         sx = tl.where(cn[None, :], tl.exp(a - lse_a[:, None]), 0.0)
@@ -276,12 +269,9 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DMUB, STATS, BST, DPH, DRH, DMU, N, D, DG, C,
     offs_c = tl.arange(0, BLOCK_C)
     cn = offs_n < N
     cc = offs_c < C
-    ph = tl.load(K + base + offs_n[:, None] * DT + offs_d[None, :],
-                 mask=cn[:, None] & (offs_d[None, :] < D), other=0.0)
-    rh = tl.load(K + base + offs_n[:, None] * DT + D + offs_g[None, :],
-                 mask=cn[:, None] & (offs_g[None, :] < DG), other=0.0)
-    mu = tl.load(MU + vbase + offs_n[:, None] * C + offs_c[None, :],
-                 mask=cn[:, None] & cc[None, :], other=0.0)
+    ph = _load_tile(K + base, offs_n, cn, offs_d, D, DT)
+    rh = _load_tile(K + base + D, offs_n, cn, offs_g, DG, DT)
+    mu = _load_tile(MU + vbase, offs_n, cn, offs_c, C, C)
     sbase = STATS + pid_b * 4 * N
     bbase = BST + pid_b * 2 * N
     dph = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -290,12 +280,9 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DMUB, STATS, BST, DPH, DRH, DMU, N, D, DG, C,
     for start in range(0, N, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         rm = offs_m < N
-        th = tl.load(Q + base + offs_m[:, None] * DT + offs_d[None, :],
-                     mask=rm[:, None] & (offs_d[None, :] < D), other=0.0)
-        et = tl.load(Q + base + offs_m[:, None] * DT + D + offs_g[None, :],
-                     mask=rm[:, None] & (offs_g[None, :] < DG), other=0.0)
-        dol = tl.load(DOL + vbase + offs_m[:, None] * C + offs_c[None, :],
-                      mask=rm[:, None] & cc[None, :], other=0.0).to(mu.dtype)
+        th = _load_tile(Q + base, offs_m, rm, offs_d, D, DT)
+        et = _load_tile(Q + base + D, offs_m, rm, offs_g, DG, DT)
+        dol = _load_tile(DOL + vbase, offs_m, rm, offs_c, C, C).to(mu.dtype)
         lse_a = tl.load(sbase + offs_m, mask=rm, other=0.0)
         lse_b = tl.load(sbase + N + offs_m, mask=rm, other=0.0)
         dl = tl.load(bbase + offs_m, mask=rm, other=0.0)
