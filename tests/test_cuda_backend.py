@@ -42,6 +42,8 @@ import torch
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
 from ggnet_fast.backends import _extension, cuda, record_dispatch, reference, unavailable_reason
 
+from compile_check import assert_compile_matches_eager
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPATIAL_NAMES = ("theta", "phi", "eta", "rho", "mu")
 CUDA_KERNEL_OPS = ("spatial_fwd", "spatial_bwd", "channel_fwd")  # registered in ops_cuda.cpp
@@ -351,25 +353,9 @@ def test_opcheck(seed):
 
 @requires_cuda_backend
 def test_torch_compile_fullgraph(seed):
-    torch._dynamo.reset()
     inputs = spatial_inputs((2, 40, 6, 4, 8), torch.float32)
     y, g = (0.3 * torch.randn(2, 8, 40, device=DEV) for _ in range(2))
-
-    def both(theta, phi, eta, rho, mu, y, g):
-        o = guided_spatial_attention(theta, phi, eta, rho, mu, backend="cuda")
-        z = guided_channel_attention(y, g, stabilize="max-minus", backend="cuda")
-        return o.sum() + z.square().sum()
-
-    compiled = torch.compile(both, fullgraph=True, backend="aot_eager")
-    leaves = [x.clone().requires_grad_() for x in (*inputs, y, g)]
-    eager_leaves = [x.clone().requires_grad_() for x in (*inputs, y, g)]
-    out = compiled(*leaves)
-    out.backward()
-    ref = both(*eager_leaves)
-    ref.backward()
-    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6), f"seed={seed}"
-    for a, b in zip(leaves, eager_leaves):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7), f"seed={seed}"
+    assert_compile_matches_eager("cuda", inputs, y, g, seed)
 
 
 @requires_cuda_backend
