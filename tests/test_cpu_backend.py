@@ -24,6 +24,8 @@ import torch
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
 from ggnet_fast.backends import record_dispatch, reference, unavailable_reason
 
+from compile_check import assert_compile_matches_eager
+
 if os.environ.get("GGNET_CPU_EXT") == "0":
     pytest.skip("installed with GGNET_CPU_EXT=0: no compiled extension", allow_module_level=True)
 
@@ -53,6 +55,18 @@ def spatial_inputs(shape, dtype, scale=1.5):
     return [(scale * torch.randn(b, n, k)).to(dtype) for k in dims]
 
 
+def agreeing_spatial_inputs(shape, dtype, scale=1.5):
+    """Like :func:`spatial_inputs`, but the guidance keys agree with the feature keys (as in
+    a trained GG-Net), so the modulation delta stands well above float32 rounding of o.
+    With independent random guidance, delta can be so small at N ~ 1000 that even the
+    float32 reference misses it by more than the forward tolerance."""
+    theta, phi, eta, rho, mu = spatial_inputs(shape, torch.float32, scale)
+    dg = eta.shape[-1]
+    eta = theta[..., :dg] + 0.5 * eta
+    rho = phi[..., :dg] + 0.5 * rho
+    return [x.to(dtype) for x in (theta, phi, eta, rho, mu)]
+
+
 def grads_of(fn, inputs, dout):
     leaves = [x.detach().requires_grad_() for x in inputs]
     out = fn(*leaves)
@@ -72,7 +86,7 @@ def tiling(request, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("shape", SPATIAL_SIZES, ids=lambda s: "N%d" % s[1])
 def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, tiling):
-    inputs = spatial_inputs(shape, dtype)
+    inputs = agreeing_spatial_inputs(shape, dtype)
     dout = torch.randn(shape[0], shape[1], shape[4])
     with record_dispatch() as calls:
         out, grads = grads_of(
@@ -164,25 +178,9 @@ def test_opcheck(seed, dtype):
 
 
 def test_torch_compile_fullgraph(seed):
-    torch._dynamo.reset()
     inputs = spatial_inputs((2, 40, 6, 4, 8), torch.float32)
     y, g = (0.3 * torch.randn(2, 8, 40) for _ in range(2))
-
-    def both(theta, phi, eta, rho, mu, y, g):
-        o = guided_spatial_attention(theta, phi, eta, rho, mu, backend="cpu")
-        z = guided_channel_attention(y, g, stabilize="max-minus", backend="cpu")
-        return o.sum() + z.square().sum()
-
-    compiled = torch.compile(both, fullgraph=True, backend="aot_eager")
-    leaves = [x.clone().requires_grad_() for x in (*inputs, y, g)]
-    eager_leaves = [x.clone().requires_grad_() for x in (*inputs, y, g)]
-    out = compiled(*leaves)
-    out.backward()
-    ref = both(*eager_leaves)
-    ref.backward()
-    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6), f"seed={seed}"
-    for a, b in zip(leaves, eager_leaves):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7), f"seed={seed}"
+    assert_compile_matches_eager("cpu", inputs, y, g, seed)
 
 
 def test_results_do_not_depend_on_thread_count(seed, tiling):
