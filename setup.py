@@ -83,6 +83,8 @@ def _extensions():
     from torch.utils import cpp_extension
 
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    # -ldl: csrc/cpu/tile_gemm.cpp uses dlsym (part of libc from glibc 2.34 on).
+    link_args = [*openmp, "-ldl"] if sys.platform.startswith("linux") else openmp
     # torch >= 2.10 headers need C++20; our own sources are C++17-clean.
     cxx_flags = ["-O3", "-std=c++20", *openmp]
     # GGNET_PYTHON_MODULE: compile csrc/python_module.cpp's PyInit__C (the CMake
@@ -101,7 +103,7 @@ def _extensions():
                 "cxx": cxx_flags,
                 "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"],
             },
-            extra_link_args=openmp,
+            extra_link_args=link_args,
         )
     else:
         ext = cpp_extension.CppExtension(
@@ -110,7 +112,7 @@ def _extensions():
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
             extra_compile_args={"cxx": cxx_flags},
-            extra_link_args=openmp,
+            extra_link_args=link_args,
         )
     os.environ.setdefault("MAX_JOBS", "2")
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}

@@ -2,7 +2,10 @@
 
 Speed: spatial forward (under no_grad) and forward+backward at N = 32x32, 64x64, 96x96
 with d = dg = 32 and 256, for ``cpu`` against the released code's formula in eager
-PyTorch (``eager``) and under ``torch.compile`` (``compile``).
+PyTorch (``eager``) and under ``torch.compile`` (``compile``, compiled afresh for each
+case).  ``cpu-blas`` is the same kernel with its tile products forced onto ATen's BLAS
+(``GGNET_CPU_GEMM=blas``, the library eager and compile use) instead of oneDNN, to show
+how much of the gain is the fused algorithm and how much the GEMM library.
 
 Peak memory: one fresh subprocess per case (this file run as a script), measured by the
 kernel as the process's peak resident set (``VmHWM``, reset through
@@ -34,6 +37,7 @@ BATCH, C = 1, 256
 SIDES = (32, 64, 96)
 DS = (32, 256)
 PROVIDERS = ("cpu", "eager", "compile")
+SPEED_PROVIDERS = ("cpu", "cpu-blas", "eager", "compile")
 ROUNDS = int(os.environ.get("GGNET_BENCH_ROUNDS", "3"))
 THREADS = max(1, min(2, os.cpu_count() or 1))
 
@@ -52,12 +56,14 @@ def make_inputs(n: int, d: int, grad: bool):
 
 def make_call(provider: str, n: int, d: int, mode: str):
     """A no-argument callable running one forward (no_grad) or forward+backward."""
-    fn = harness.spatial_fn(provider)
+    fn = harness.spatial_fn("cpu" if provider == "cpu-blas" else provider)
     backward = mode == "fwdbwd"
     inputs = make_inputs(n, d, backward)
     dout = torch.randn(BATCH, n, C)
+    gemm = "blas" if provider == "cpu-blas" else os.environ.get("GGNET_CPU_GEMM", "auto")
 
     def call():
+        os.environ["GGNET_CPU_GEMM"] = gemm  # read by the kernel on every call
         if backward:
             for x in inputs:
                 x.grad = None
@@ -70,16 +76,19 @@ def make_call(provider: str, n: int, d: int, mode: str):
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", SPEED_PROVIDERS)
 @pytest.mark.parametrize("d", DS, ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
-def test_spatial_cpu_speed(benchmark, side, d, provider, mode):
+def test_spatial_cpu_speed(benchmark, monkeypatch, side, d, provider, mode):
     torch.set_num_threads(THREADS)
+    monkeypatch.setenv("GGNET_CPU_GEMM", os.environ.get("GGNET_CPU_GEMM", "auto"))
     call = make_call(provider, side * side, d, mode)
     benchmark.extra_info.update({"provider": provider, "N": side * side, "side": side, "d": d,
                                  "C": C, "mode": mode, "threads": THREADS,
                                  "torch": torch.__version__})
     benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    if provider.startswith("cpu"):  # the library the calls above used (their env setting)
+        benchmark.extra_info["gemm"] = torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1))
 
 
 MEMORY_CASES = ([(s, 32, p, m) for s in SIDES for m in ("fwd", "fwdbwd") for p in PROVIDERS]

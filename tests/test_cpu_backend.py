@@ -3,9 +3,10 @@
 Both operators, forward (the spatial output is checked on its modulation
 delta = o - mean(mu), the channel output on out - mean_c(y)) and every input gradient,
 at odd sizes spanning several 64-query / 256-key tiles with ragged edges, batch > 1,
-float32 and bfloat16 (float64 reference on the same bf16-rounded values), plus
-gradcheck in float64, torch.library.opcheck, torch.compile(fullgraph=True),
-dispatch, determinism across thread counts and bad inputs.
+float32 and bfloat16 (float64 reference on the same bf16-rounded values), with both
+libraries of the tile products (oneDNN and BLAS), plus gradcheck in float64,
+torch.library.opcheck, torch.compile(fullgraph=True), dispatch, determinism across
+thread counts and bad inputs.
 
 Tolerances (relative Frobenius error against float64):
 * forward delta: 1e-3, and at most 3x (+1e-6) the error of the reference backend run in
@@ -17,6 +18,7 @@ bfloat16 inputs are upcast exactly and accumulated in float32, with out_dtype=fl
 keeping delta, so their forward meets the float32 bound.
 """
 import os
+import sys
 
 import pytest
 import torch
@@ -83,9 +85,39 @@ def tiling(request, monkeypatch):
     return request.param
 
 
+def onednn_expected() -> bool:
+    """oneDNN's float32 matmul is expected wherever torch has MKLDNN on x86-64 Linux (the
+    CI machines); elsewhere the kernels may fall back to BLAS."""
+    import platform
+    return (torch.backends.mkldnn.is_available() and sys.platform.startswith("linux")
+            and platform.machine() in ("x86_64", "AMD64"))
+
+
+@pytest.fixture(params=["onednn", "blas"])
+def gemm_library(request, monkeypatch):
+    """The library of the kernels' tile products (csrc/cpu/tile_gemm.h), forced through
+    GGNET_CPU_GEMM; float32 products use it, float64 ones always use BLAS."""
+    if request.param == "onednn" and not onednn_expected():
+        pytest.skip("no oneDNN float32 matmul expected on this platform")
+    monkeypatch.setenv("GGNET_CPU_GEMM", request.param)
+    assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1)) == request.param
+    return request.param
+
+
+def test_gemm_library_selection(monkeypatch):
+    monkeypatch.delenv("GGNET_CPU_GEMM", raising=False)
+    auto = torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1))
+    assert auto == ("onednn" if onednn_expected() else "blas")
+    assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1, dtype=torch.float64)) == "blas"
+    assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1, dtype=torch.bfloat16)) == auto
+    monkeypatch.setenv("GGNET_CPU_GEMM", "mkl")
+    with pytest.raises(RuntimeError, match="GGNET_CPU_GEMM must be"):
+        guided_spatial_attention(*spatial_inputs((1, 9, 2, 2, 3), torch.float32), backend="cpu")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("shape", SPATIAL_SIZES, ids=lambda s: "N%d" % s[1])
-def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, tiling):
+def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, tiling, gemm_library):
     inputs = agreeing_spatial_inputs(shape, dtype)
     dout = torch.randn(shape[0], shape[1], shape[4])
     with record_dispatch() as calls:
@@ -183,7 +215,7 @@ def test_torch_compile_fullgraph(seed):
     assert_compile_matches_eager("cpu", inputs, y, g, seed)
 
 
-def test_results_do_not_depend_on_thread_count(seed, tiling):
+def test_results_do_not_depend_on_thread_count(seed, tiling, gemm_library):
     inputs = [x.requires_grad_() for x in spatial_inputs((2, 700, 8, 8, 16), torch.float32)]
     dout = torch.randn(2, 700, 16)
     results = []

@@ -1,7 +1,7 @@
 // Fused guided spatial attention on the CPU: forward and backward (kernels.md contract).
 //
 // Work is split into tiles of queries x keys.  The score and value products of a tile are
-// BLAS calls (at::cpu::mm_out / addmm_out on block views, so MKL/OpenBLAS does the flops);
+// GEMM calls on block views (tile_gemm.h: oneDNN for float32, else ATen's BLAS);
 // the exponentials run in the vectorised routines of tile_math.h.  Each thread owns at
 // most three score tiles of tile_budget_bytes() (16 MiB) in all and a kBQ x C
 // accumulator: nothing N x N is ever allocated.  While a whole strip of kBQ = 64 query rows
@@ -22,15 +22,15 @@
 // depend on the thread count and no atomics or per-thread copies are needed.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/addmm_cpu_dispatch.h>
-#include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "cpu/tile_gemm.h"
 #include "cpu/tile_math.h"
 #include "ggnet_ops.h"
 
@@ -76,9 +76,9 @@ at::Tensor tile_view(const at::Tensor& scratch, int64_t rows, int64_t cols) {
 }
 
 // out = x[q0:q0+nq] @ y[k0:k0+nk]^T  (scores of one tile)
-void scores(at::Tensor& out, const at::Tensor& x, const at::Tensor& y, int64_t q0, int64_t nq,
-            int64_t k0, int64_t nk) {
-  at::cpu::mm_out(out, x.narrow(0, q0, nq), y.narrow(0, k0, nk).t());
+void scores(const TileGemm& gemm, at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
+            int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
+  gemm(out, x.narrow(0, q0, nq), y.narrow(0, k0, nk).t(), /*accumulate=*/false);
 }
 
 at::Tensor to_acc(const at::Tensor& x, at::ScalarType acc) {
@@ -92,6 +92,7 @@ void spatial_forward_impl(const at::Tensor& th, const at::Tensor& ph, const at::
   const int64_t batch = th.size(0), n = th.size(1), c = mu.size(2);
   const int64_t bq = std::min(kBQ, n);
   const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));
+  const TileGemm gemm(th.scalar_type());
   const at::Tensor musum = mu.sum(1);  // [B, C]
   const T* musum_p = musum.data_ptr<T>();
   T* o_p = o.data_ptr<T>();
@@ -115,8 +116,8 @@ void spatial_forward_impl(const at::Tensor& th, const at::Tensor& ph, const at::
       for (int64_t kb = 0; kb < blk.nkb; ++kb) {
         const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
         at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk);
-        scores(ta, thb, phb, q0, nq, k0, nk);
-        scores(tb, etb, rhb, q0, nq, k0, nk);
+        scores(gemm, ta, thb, phb, q0, nq, k0, nk);
+        scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
         lse_update(ta.data_ptr<T>(), nq, nk, ma.data(), sa_sum.data());
         lse_update(tb.data_ptr<T>(), nq, nk, mb.data(), sb_sum.data());
       }
@@ -132,12 +133,12 @@ void spatial_forward_impl(const at::Tensor& th, const at::Tensor& ph, const at::
         const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
         at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk);
         if (blk.nkb > 1) {  // one key block: the tiles still hold pass 1's scores
-          scores(ta, thb, phb, q0, nq, k0, nk);
-          scores(tb, etb, rhb, q0, nq, k0, nk);
+          scores(gemm, ta, thb, phb, q0, nq, k0, nk);
+          scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
         }
         fwd_weights(ta.data_ptr<T>(), tb.data_ptr<T>(), nq, nk, lse_a.data(), lse_b.data(),
                     esum.data());
-        at::cpu::addmm_out(acc_t, acc_t, ta, mub.narrow(0, k0, nk));
+        gemm(acc_t, ta, mub.narrow(0, k0, nk), /*accumulate=*/true);
       }
       const T* acc_p = acc_t.data_ptr<T>();
       const T* ms = musum_p + b * c;
@@ -165,6 +166,7 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
   const int64_t bq = std::min(kBQ, n), bk = std::min(kBK, n);
   const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));        // loop 1: query blocks
   const Blocks blk2(n, tile_len(n, bk, sizeof(T)), bk);       // loop 2: key blocks
+  const TileGemm gemm(th.scalar_type());
   const T* st_p = stats.data_ptr<T>();
   const T* d_p = dvec.data_ptr<T>();
   T* r_p = rvec.data_ptr<T>();
@@ -191,16 +193,16 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
           at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
                      td = tile_view(sd, nq, nk);
           if (pass == 0 || blk.nkb > 1) {  // the R pass leaves the tiles unchanged
-            scores(ta, thb, phb, q0, nq, k0, nk);
-            scores(tb, etb, rhb, q0, nq, k0, nk);
-            scores(td, gob, mub, q0, nq, k0, nk);  // ds = do . mu
+            scores(gemm, ta, thb, phb, q0, nq, k0, nk);
+            scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
+            scores(gemm, td, gob, mub, q0, nq, k0, nk);  // ds = do . mu
           }
           bwd_tile(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll, dd,
                    rr, pass == 0);
           if (pass == 1) {
             at::Tensor dthq = dth[b].narrow(0, q0, nq), detq = det[b].narrow(0, q0, nq);
-            at::cpu::addmm_out(dthq, dthq, ta, phb.narrow(0, k0, nk));
-            at::cpu::addmm_out(detq, detq, tb, rhb.narrow(0, k0, nk));
+            gemm(dthq, ta, phb.narrow(0, k0, nk), /*accumulate=*/true);
+            gemm(detq, tb, rhb.narrow(0, k0, nk), /*accumulate=*/true);
           }
         }
       }
@@ -222,15 +224,15 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
         const int64_t q0 = blk2.q0(qb), nq = blk2.nq(qb);
         at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
                    td = tile_view(sd, nq, nk);
-        scores(ta, thb, phb, q0, nq, k0, nk);
-        scores(tb, etb, rhb, q0, nq, k0, nk);
-        scores(td, gob, mub, q0, nq, k0, nk);
+        scores(gemm, ta, thb, phb, q0, nq, k0, nk);
+        scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
+        scores(gemm, td, gob, mub, q0, nq, k0, nk);
         bwd_tile(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk,
                  st_p + (b * 3 + 0) * n + q0, st_p + (b * 3 + 1) * n + q0,
                  st_p + (b * 3 + 2) * n + q0, d_p + b * n + q0, r_p + b * n + q0, false);
-        at::cpu::addmm_out(dmuk, dmuk, td.t(), gob.narrow(0, q0, nq));
-        at::cpu::addmm_out(dphk, dphk, ta.t(), thb.narrow(0, q0, nq));
-        at::cpu::addmm_out(drhk, drhk, tb.t(), etb.narrow(0, q0, nq));
+        gemm(dmuk, td.t(), gob.narrow(0, q0, nq), /*accumulate=*/true);
+        gemm(dphk, ta.t(), thb.narrow(0, q0, nq), /*accumulate=*/true);
+        gemm(drhk, tb.t(), etb.narrow(0, q0, nq), /*accumulate=*/true);
       }
     }
   });
@@ -281,7 +283,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_b
 
 }  // namespace
 
+// Which GEMM library the CPU kernels use for tensors of theta's dtype: "onednn" or "blas".
+std::string spatial_cpu_gemm(const at::Tensor& theta) {
+  return TileGemm(acc_type(theta.scalar_type())).uses_onednn() ? "onednn" : "blas";
+}
+
+TORCH_LIBRARY_FRAGMENT(ggnet_fast, m) {
+  m.def("spatial_cpu_gemm(Tensor theta) -> str");
+}
+
 TORCH_LIBRARY_IMPL(ggnet_fast, CPU, m) {
+  m.impl("spatial_cpu_gemm", &spatial_cpu_gemm);
   m.impl("spatial_fwd", &spatial_fwd_cpu);
   m.impl("spatial_bwd", &spatial_bwd_cpu);
 }

@@ -1,0 +1,105 @@
+// See tile_gemm.h.
+#include "cpu/tile_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#define GGNET_HAVE_DLSYM 1
+#endif
+
+namespace ggnet::cpu {
+namespace {
+
+// at::native::mkldnn_matmul(mat1, mat2, result, beta, alpha):
+//   result = beta * result + alpha * mat1 @ mat2  (aten/src/ATen/native/mkldnn/Matmul.cpp;
+// the header is not installed with torch, the symbol is exported by libtorch_cpu).
+using MkldnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
+                              float);
+
+MkldnnMatmul lookup_mkldnn_matmul() {
+#if defined(GGNET_HAVE_DLSYM)
+  if (!at::hasMKLDNN()) return nullptr;
+  const char* name = "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff";
+  void* sym = nullptr;
+  // Look in the library that defines at::hasMKLDNN (libtorch_cpu), whatever the scope
+  // it was loaded into; then in the global scope.
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&at::hasMKLDNN), &info) != 0 && info.dli_fname != nullptr) {
+    if (void* lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)) {
+      sym = dlsym(lib, name);
+      dlclose(lib);  // RTLD_NOLOAD took a reference on the already loaded library
+    }
+  }
+  if (sym == nullptr) sym = dlsym(RTLD_DEFAULT, name);
+  return reinterpret_cast<MkldnnMatmul>(sym);
+#else
+  return nullptr;
+#endif
+}
+
+// One small product through oneDNN, checked against BLAS: catches a libtorch whose
+// function refuses float32 or behaves differently from the signature assumed above.
+bool probe(MkldnnMatmul fn) {
+  if (fn == nullptr) return false;
+  try {
+    const auto opts = at::TensorOptions().dtype(at::kFloat);
+    const at::Tensor a = at::arange(1, 1 + 5 * 7, opts).view({5, 7}).div_(16);
+    const at::Tensor b = at::arange(1, 1 + 9 * 7, opts).view({9, 7}).div_(32).t();
+    at::Tensor ref = at::mm(a, b);
+    at::Tensor out = at::ones({5, 9}, opts);
+    fn(a, b, out, 1.0f, 1.0f);  // out = 1 + a @ b
+    return at::allclose(out, ref + 1, 1e-5, 1e-5);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+MkldnnMatmul onednn_matmul() {
+  static MkldnnMatmul fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    MkldnnMatmul f = lookup_mkldnn_matmul();
+    fn = probe(f) ? f : nullptr;
+  });
+  return fn;
+}
+
+std::string gemm_env() {
+  const char* env = std::getenv("GGNET_CPU_GEMM");
+  return env == nullptr ? std::string("auto") : std::string(env);
+}
+
+}  // namespace
+
+TileGemm::TileGemm(at::ScalarType dtype) : onednn_(false) {
+  const std::string choice = gemm_env();
+  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
+              "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
+  if (choice == "blas" || dtype != at::kFloat) return;
+  onednn_ = onednn_matmul() != nullptr;
+  TORCH_CHECK(onednn_ || choice != "onednn",
+              "GGNET_CPU_GEMM=onednn, but this libtorch has no usable float32 oneDNN matmul "
+              "(at::native::mkldnn_matmul missing, or torch built without MKLDNN)");
+}
+
+void TileGemm::operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                          bool accumulate) const {
+  if (onednn_) {
+    onednn_matmul()(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
+  } else if (accumulate) {
+    at::cpu::addmm_out(out, out, a, b);
+  } else {
+    at::cpu::mm_out(out, a, b);
+  }
+}
+
+}  // namespace ggnet::cpu

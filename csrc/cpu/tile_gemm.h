@@ -1,0 +1,37 @@
+// Tile products of the CPU kernels: out = a @ b or out += a @ b on 2-D (strided) views.
+//
+// float32 products go to oneDNN's matmul (the one ATen's own bf16/fp16 CPU matmuls use,
+// at::native::mkldnn_matmul, looked up by name at run time so the extension still loads
+// against a libtorch without it), everything else and every fallback to ATen's BLAS
+// (at::cpu::mm_out / addmm_out: MKL or OpenBLAS).  Both compute in float32 with float32
+// accumulation; oneDNN's JIT kernels pick the widest vector ISA of the CPU by feature, not
+// by vendor (measured on a 2-core AMD EPYC with AVX-512, single-threaded 64 x 256 x 4096
+// tiles: oneDNN 380-410 GFLOP/s, MKL 170-190).  When called inside at::parallel_for both
+// libraries run single-threaded on the calling thread.
+//
+// GGNET_CPU_GEMM selects the library per operator call: "auto" (default: oneDNN when a
+// probe product on first use matches BLAS), "onednn" (error if unavailable), "blas".
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace ggnet::cpu {
+
+class TileGemm {
+ public:
+  // The library for products of `dtype` tensors, from GGNET_CPU_GEMM and availability.
+  // Call outside parallel regions (the first call probes oneDNN once).
+  explicit TileGemm(at::ScalarType dtype);
+
+  // out (+)= a @ b.  a: [m, k], b: [k, n], out: [m, n]; any strides with a unit stride
+  // in one dimension; out must not alias a or b.
+  void operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                  bool accumulate) const;
+
+  bool uses_onednn() const { return onednn_; }
+
+ private:
+  bool onednn_;
+};
+
+}  // namespace ggnet::cpu
