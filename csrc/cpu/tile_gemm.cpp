@@ -85,6 +85,11 @@ TileGemm::TileGemm(at::ScalarType dtype) : onednn_(false) {
   TORCH_CHECK(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
               "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
   if (choice == "blas" || dtype != at::kFloat) return;
+#if !(defined(__x86_64__) || defined(_M_X64))
+  // Measured only on x86-64; elsewhere (e.g. aarch64, where oneDNN runs on ACL) BLAS
+  // stays the default and GGNET_CPU_GEMM=onednn opts in.
+  if (choice != "onednn") return;
+#endif
   onednn_ = onednn_matmul() != nullptr;
   TORCH_CHECK(onednn_ || choice != "onednn",
               "GGNET_CPU_GEMM=onednn, but this libtorch has no usable float32 oneDNN matmul "

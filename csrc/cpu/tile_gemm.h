@@ -9,8 +9,9 @@
 // tiles: oneDNN 380-410 GFLOP/s, MKL 170-190).  When called inside at::parallel_for both
 // libraries run single-threaded on the calling thread.
 //
-// GGNET_CPU_GEMM selects the library per operator call: "auto" (default: oneDNN when a
-// probe product on first use matches BLAS), "onednn" (error if unavailable), "blas".
+// GGNET_CPU_GEMM selects the library per operator call: "auto" (default: oneDNN on x86-64
+// when a probe product on first use matches BLAS, else BLAS), "onednn" (error if
+// unavailable), "blas".
 #pragma once
 
 #include <ATen/core/Tensor.h>
