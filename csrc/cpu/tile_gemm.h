@@ -4,9 +4,9 @@
 // at::native::mkldnn_matmul, looked up by name at run time so the extension still loads
 // against a libtorch without it), everything else and every fallback to ATen's BLAS
 // (at::cpu::mm_out / addmm_out: MKL or OpenBLAS).  Both compute in float32 with float32
-// accumulation; oneDNN's JIT kernels pick the widest vector ISA of the CPU by feature, not
-// by vendor (measured on a 2-core AMD EPYC with AVX-512, single-threaded 64 x 256 x 4096
-// tiles: oneDNN 380-410 GFLOP/s, MKL 170-190).  When called inside at::parallel_for both
+// accumulation.  oneDNN's JIT kernels pick the widest vector ISA of the CPU by feature
+// (measured on a 2-core AMD EPYC with AVX-512, single-threaded 64 x 256 x 4096 tiles:
+// oneDNN 380-410 GFLOP/s, MKL 170-190).  When called inside at::parallel_for both
 // libraries run single-threaded on the calling thread.
 //
 // GGNET_CPU_GEMM selects the library per operator call: "auto" (default: oneDNN on x86-64
