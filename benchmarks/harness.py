@@ -70,10 +70,10 @@ def eager_channel(y, g):
 def compiled(fn):
     """A fresh static-shape ``torch.compile`` of ``fn`` for one benchmark case.
 
-    Dynamo's cache is reset first: one compiled function shared by every case would
-    recompile per shape until the recompile limit (8) and then silently run eager or
-    dynamic-shape code, so later cases would not measure what ``torch.compile`` does
-    for that one shape."""
+    Dynamo's cache is reset first: Dynamo caches per code object, so one compiled
+    function shared by every case would recompile per shape until the recompile limit (8)
+    and then fall back to eager (with a warning), and later cases would not measure what
+    ``torch.compile`` does for that one shape."""
     torch._dynamo.reset()
     return torch.compile(fn, dynamic=False)
 

@@ -18,7 +18,6 @@ bfloat16 inputs are upcast exactly and accumulated in float32, with out_dtype=fl
 keeping delta, so their forward meets the float32 bound.
 """
 import os
-import sys
 
 import pytest
 import torch
@@ -86,11 +85,13 @@ def tiling(request, monkeypatch):
 
 
 def onednn_expected() -> bool:
-    """oneDNN's float32 matmul is expected wherever torch has MKLDNN on x86-64 Linux (the
-    CI machines); elsewhere the kernels may fall back to BLAS."""
+    """Where ``auto`` must pick oneDNN's float32 matmul: x86-64, torch built with MKLDNN
+    and enabled, and a CPU torch allows it on (the check torch's ``mkldnn_matmul`` makes:
+    AVX-512 BW/VL/DQ or AVX-NE-CONVERT). True on the CI machines."""
     import platform
-    return (torch.backends.mkldnn.is_available() and sys.platform.startswith("linux")
-            and platform.machine() in ("x86_64", "AMD64"))
+    return (platform.machine() in ("x86_64", "AMD64") and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @pytest.fixture(params=["onednn", "blas"])
@@ -110,6 +111,8 @@ def test_gemm_library_selection(monkeypatch):
     assert auto == ("onednn" if onednn_expected() else "blas")
     assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1, dtype=torch.float64)) == "blas"
     assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1, dtype=torch.bfloat16)) == auto
+    with torch.backends.mkldnn.flags(enabled=False):  # the user switched oneDNN off
+        assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1)) == "blas"
     monkeypatch.setenv("GGNET_CPU_GEMM", "mkl")
     with pytest.raises(RuntimeError, match="GGNET_CPU_GEMM must be"):
         guided_spatial_attention(*spatial_inputs((1, 9, 2, 2, 3), torch.float32), backend="cpu")

@@ -6,7 +6,7 @@
 // most three score tiles of tile_budget_bytes() (16 MiB) in all and a kBQ x C
 // accumulator: nothing N x N is ever allocated.  While a whole strip of kBQ = 64 query rows
 // (all N keys) fits the budget -- N <= 21845 in float32 -- a tile is that strip, so
-// each product is one BLAS call and the second pass reuses the scores of the first;
+// each product is one GEMM call and the second pass reuses the scores of the first;
 // beyond it the tiles stream over key blocks and the second pass recomputes them.
 //
 // Forward, one task per (batch, query block), OpenMP via at::parallel_for:
@@ -41,7 +41,7 @@ constexpr int64_t kBQ = 64;  // queries per tile of the forward and of backward 
 constexpr int64_t kBK = 64;  // keys per tile of backward loop 2
 
 // Bytes of score tiles each thread may hold (three tiles).  When a whole row strip
-// (kBQ x N, or N x kBK in loop 2) fits, a tile is the strip: one BLAS call per product and
+// (kBQ x N, or N x kBK in loop 2) fits, a tile is the strip: one GEMM call per product and
 // no recomputation between the passes.  Otherwise tiles of this size stream over the
 // keys (queries) and pass 2 recomputes the scores.  GGNET_CPU_TILE_BYTES overrides it
 // (tests use a small value to exercise the streaming path at small N).

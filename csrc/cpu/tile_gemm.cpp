@@ -30,10 +30,11 @@ MkldnnMatmul lookup_mkldnn_matmul() {
   if (!at::hasMKLDNN()) return nullptr;
   const char* name = "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff";
   void* sym = nullptr;
-  // Look in the library that defines at::hasMKLDNN (libtorch_cpu), whatever the scope
-  // it was loaded into; then in the global scope.
+  // Look in the library that defines at::Context::hasMKLDNN (libtorch_cpu, which exports
+  // it), whatever the scope it was loaded into; then in the global scope.
   Dl_info info;
-  if (dladdr(reinterpret_cast<void*>(&at::hasMKLDNN), &info) != 0 && info.dli_fname != nullptr) {
+  if (dladdr(reinterpret_cast<void*>(&at::Context::hasMKLDNN), &info) != 0 &&
+      info.dli_fname != nullptr) {
     if (void* lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)) {
       sym = dlsym(lib, name);
       dlclose(lib);  // RTLD_NOLOAD took a reference on the already loaded library
@@ -85,15 +86,20 @@ TileGemm::TileGemm(at::ScalarType dtype) : onednn_(false) {
   TORCH_CHECK(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
               "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
   if (choice == "blas" || dtype != at::kFloat) return;
+  if (choice != "onednn") {
 #if !(defined(__x86_64__) || defined(_M_X64))
-  // Measured only on x86-64; elsewhere (e.g. aarch64, where oneDNN runs on ACL) BLAS
-  // stays the default and GGNET_CPU_GEMM=onednn opts in.
-  if (choice != "onednn") return;
+    // Measured only on x86-64; elsewhere (e.g. aarch64, where oneDNN runs on ACL) BLAS
+    // stays the default and GGNET_CPU_GEMM=onednn opts in.
+    return;
 #endif
+    // torch.backends.mkldnn.enabled = False: the user asked torch not to use oneDNN.
+    if (!at::globalContext().userEnabledMkldnn()) return;
+  }
   onednn_ = onednn_matmul() != nullptr;
   TORCH_CHECK(onednn_ || choice != "onednn",
-              "GGNET_CPU_GEMM=onednn, but this libtorch has no usable float32 oneDNN matmul "
-              "(at::native::mkldnn_matmul missing, or torch built without MKLDNN)");
+              "GGNET_CPU_GEMM=onednn, but this torch has no usable float32 oneDNN matmul: "
+              "torch allows it only on CPUs with AVX-512 BW/VL/DQ or AVX-NE-CONVERT, and "
+              "needs a build with MKLDNN exporting at::native::mkldnn_matmul");
 }
 
 void TileGemm::operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,

@@ -4,14 +4,17 @@
 // at::native::mkldnn_matmul, looked up by name at run time so the extension still loads
 // against a libtorch without it), everything else and every fallback to ATen's BLAS
 // (at::cpu::mm_out / addmm_out: MKL or OpenBLAS).  Both compute in float32 with float32
-// accumulation.  oneDNN's JIT kernels pick the widest vector ISA of the CPU by feature
-// (measured on a 2-core AMD EPYC with AVX-512, single-threaded 64 x 256 x 4096 tiles:
-// oneDNN 380-410 GFLOP/s, MKL 170-190).  When called inside at::parallel_for both
-// libraries run single-threaded on the calling thread.
+// accumulation by default (torch.set_float32_matmul_precision("medium") lets oneDNN use
+// bf16 arithmetic, as it does for torch's own matmuls).  oneDNN's JIT kernels pick the
+// widest vector ISA of the CPU by feature.  Measured on a 2-core AMD EPYC (AVX-512), two
+// threads each running single-threaded tiles, aggregate: 64 x 256 x 4096 378 GFLOP/s
+// (oneDNN) vs 186 (MKL); 64 x 4096 x 256 409 vs 188.  When called inside
+// at::parallel_for both libraries run single-threaded on the calling thread.
 //
 // GGNET_CPU_GEMM selects the library per operator call: "auto" (default: oneDNN on x86-64
-// when a probe product on first use matches BLAS, else BLAS), "onednn" (error if
-// unavailable), "blas".
+// CPUs torch allows it on -- AVX-512 BW/VL/DQ or AVX-NE-CONVERT -- when a probe product on
+// first use matches BLAS and torch.backends.mkldnn.enabled is true; else BLAS), "onednn"
+// (error if unavailable), "blas".
 #pragma once
 
 #include <ATen/core/Tensor.h>
