@@ -178,11 +178,13 @@ def _read_json(path):
 def cmd_eval(args) -> int:
     from .eval import evaluate_run
 
+    from .crf import parse_crf_params
+
     res = evaluate_run(args.run, checkpoint=args.checkpoint, crf=args.crf,
                        threshold=args.threshold, overlays=args.overlays, out_dir=args.out,
                        device=_device(args.device), data_root=args.data_root,
                        progress=not args.no_progress, backend=args.backend,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, crf_params=parse_crf_params(args.crf_param))
     print(res["table"])
     print(f"written to {res['out_dir']}")
     return 0
@@ -200,6 +202,9 @@ def cmd_predict(args) -> int:
     from .eval import Predictor, load_model
     from .eval.overlay import save_mask, save_overlay
 
+    from .crf import parse_crf_params
+
+    crf_params = parse_crf_params(args.crf_param)
     device = _device(args.device)
     if os.path.isdir(args.input):
         paths = [os.path.join(args.input, f) for f in sorted(os.listdir(args.input)) if is_image_file(f)]
@@ -231,7 +236,8 @@ def cmd_predict(args) -> int:
         reason = crf_available()
         if reason:
             raise SystemExit(f"ggnet predict: dense CRF unavailable ({reason}); pass --no-crf")
-    predictor = Predictor(model, size, device, crf=args.crf, threshold=args.threshold)
+    predictor = Predictor(model, size, device, crf=args.crf, threshold=args.threshold,
+                          crf_params=crf_params)
     for stem, p in by_stem.items():
         image = read_image(p)
         _prob, mask = predictor.predict([image])[0]
@@ -281,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder (with config.json) or a folder of fold runs")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file name in each run (default best.pt)")
     p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
+    p.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="dense-CRF setting, repeatable: iterations, gauss_sxy, gauss_compat, "
+                        "bilateral_sxy, bilateral_srgb, bilateral_compat (defaults in "
+                        "ggnet_fast.crf.DEFAULTS; tune them on the validation split)")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures per fold (-1 = all)")
     p.add_argument("--out", help="report folder (default RUN/eval_crf or RUN/eval)")
@@ -303,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
+    p.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="dense-CRF setting, repeatable: iterations, gauss_sxy, gauss_compat, "
+                        "bilateral_sxy, bilateral_srgb, bilateral_compat (defaults in "
+                        "ggnet_fast.crf.DEFAULTS; tune them on the validation split)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--image-size", type=int, help="network input side (default: as trained)")
     p.add_argument("--device", default="auto")

@@ -9,6 +9,33 @@ DEFAULTS = dict(iterations=5, gauss_sxy=3.0, gauss_compat=3.0,
                 bilateral_sxy=60.0, bilateral_srgb=10.0, bilateral_compat=5.0)
 
 
+def parse_crf_params(items: list[str] | None) -> dict:
+    """``["bilateral_srgb=5", "iterations=10"]`` (the CLI's ``--crf-param``) -> keyword
+    overrides for :func:`dense_crf`; unknown names and bad values raise ``ValueError``."""
+    params: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in DEFAULTS:
+            raise ValueError(f"--crf-param expects NAME=VALUE with NAME one of "
+                             f"{', '.join(DEFAULTS)}; got {item!r}")
+        try:
+            number = int(value) if key == "iterations" else float(value)
+        except ValueError:
+            kind = "an integer" if key == "iterations" else "a number"
+            raise ValueError(f"--crf-param {key} must be {kind}, got {value!r}") from None
+        if not number > 0:
+            raise ValueError(f"--crf-param {key} must be > 0, got {value!r}")
+        params[key] = number
+    return params
+
+
+def describe_crf_params(params: dict | None) -> str:
+    """The parameters a dense CRF runs with (defaults + overrides), one line."""
+    merged = {**DEFAULTS, **(params or {})}
+    return ", ".join(f"{k}={v:g}" for k, v in merged.items())
+
+
 def crf_available() -> str | None:
     """None when ``pydensecrf.densecrf`` imports, else the reason it cannot be used."""
     try:

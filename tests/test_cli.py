@@ -55,6 +55,17 @@ def test_train_resume_eval_predict(tmp_path, capsys):
                  "--backend", "reference"]) == 0
     assert open(os.path.join(ev, "metrics.md")).read() == before  # same numbers again
     assert "fold holdout" not in before and "holdout (5 images" in before  # real fold label
+    assert "Dense CRF: iterations=5, gauss_sxy=3," in before  # the settings are recorded
+    # CRF settings from the command line (tuned on a validation split, say)
+    custom = os.path.join(run, "eval_custom_crf")
+    assert main(["eval", "--run", run, "--overlays", "0", "--no-progress", "--out", custom,
+                 "--crf-param", "iterations=2", "--crf-param", "bilateral_srgb=5"]) == 0
+    text = open(os.path.join(custom, "metrics.md")).read()
+    assert "Dense CRF: iterations=2, gauss_sxy=3," in text and "bilateral_srgb=5," in text
+    capsys.readouterr()
+    assert main(["eval", "--run", run, "--no-progress", "--out", custom, "--overwrite",
+                 "--crf-param", "sigma=3"]) == 2
+    assert "--crf-param expects NAME=VALUE" in capsys.readouterr().err
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()

@@ -40,6 +40,19 @@ def test_crf_input_checks():
     assert out.shape == (8, 8)
 
 
+def test_parse_crf_params():
+    from ggnet_fast.crf import describe_crf_params, parse_crf_params
+    assert parse_crf_params(None) == {}
+    assert parse_crf_params(["iterations=10", "bilateral-srgb=4.5"]) == {
+        "iterations": 10, "bilateral_srgb": 4.5}
+    for bad, match in [("sigma=1", "NAME=VALUE"), ("iterations", "NAME=VALUE"),
+                       ("iterations=2.5", "integer"), ("gauss_sxy=x", "number"),
+                       ("gauss_sxy=0", "> 0"), ("bilateral_srgb=-1", "> 0")]:
+        with pytest.raises(ValueError, match=match):
+            parse_crf_params([bad])
+    assert describe_crf_params({"iterations": 2}).startswith("iterations=2, gauss_sxy=3,")
+
+
 def test_missing_package_message(monkeypatch):
     import builtins
     import ggnet_fast.crf as crf

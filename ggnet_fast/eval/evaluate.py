@@ -144,6 +144,9 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
         method = method or f"{cfg.variant} ({cfg.backbone}{', CRF' if crf else ''})"
     table, numbers = fold_table(rows_per_fold, method)
     text = f"{table}\n\n{TABLE_NOTE}\n"
+    if crf:
+        from ..crf import describe_crf_params
+        text += f"\nDense CRF: {describe_crf_params(crf_params)}.\n"
     write_per_image_csv(os.path.join(out_dir, "per_image.csv"), all_rows, ("fold", "label"))
     atomic_write_text(os.path.join(out_dir, "metrics.md"), text)
     atomic_write_text(os.path.join(out_dir, "metrics.json"),
