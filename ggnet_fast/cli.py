@@ -264,6 +264,24 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _add_crf_args(p: argparse.ArgumentParser) -> None:
+    """--no-crf and --crf-param, shared by eval and predict."""
+    from .crf import DEFAULTS
+
+    p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
+    p.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"dense-CRF setting, repeatable: {', '.join(DEFAULTS)} (defaults in "
+                        "ggnet_fast.crf.DEFAULTS; tune them on the validation split)")
+
+
+def _add_inference_device_args(p: argparse.ArgumentParser) -> None:
+    """--device and --backend of a trained model's inference (eval and predict)."""
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="auto",
+                   help="attention kernel backend (default auto: the best one on --device, "
+                        "whatever the training run used)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:8]),
@@ -286,19 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(paper Table 5 layout) and overlays/.")
     p.add_argument("--run", required=True, help="run folder (with config.json) or a folder of fold runs")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file name in each run (default best.pt)")
-    p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
-    p.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="dense-CRF setting, repeatable: iterations, gauss_sxy, gauss_compat, "
-                        "bilateral_sxy, bilateral_srgb, bilateral_compat (defaults in "
-                        "ggnet_fast.crf.DEFAULTS; tune them on the validation split)")
+    _add_crf_args(p)
     p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures per fold (-1 = all)")
     p.add_argument("--out", help="report folder (default RUN/eval_crf or RUN/eval)")
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto",
-                   help="attention kernel backend (default auto: the best one on --device, "
-                        "whatever the training run used)")
+    _add_inference_device_args(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the reports and overlays already in the report folder")
     p.add_argument("--no-progress", action="store_true")
@@ -312,17 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt from a training run")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
-    p.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="dense-CRF setting, repeatable: iterations, gauss_sxy, gauss_compat, "
-                        "bilateral_sxy, bilateral_srgb, bilateral_compat (defaults in "
-                        "ggnet_fast.crf.DEFAULTS; tune them on the validation split)")
+    _add_crf_args(p)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--image-size", type=int, help="network input side (default: as trained)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto",
-                   help="attention kernel backend (default auto: the best one on --device, "
-                        "whatever the training run used)")
+    _add_inference_device_args(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace masks/overlays of the same names already in --out")
     p.set_defaults(func=cmd_predict)

@@ -19,11 +19,9 @@
 namespace ggnet::cpu {
 namespace {
 
-// at::native::mkldnn_matmul(mat1, mat2, result, beta, alpha):
-//   result = beta * result + alpha * mat1 @ mat2  (aten/src/ATen/native/mkldnn/Matmul.cpp;
-// the header is not installed with torch, the symbol is exported by libtorch_cpu).
-using MkldnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
-                              float);
+// at::native::mkldnn_matmul (aten/src/ATen/native/mkldnn/Matmul.cpp): the header is not
+// installed with torch, the symbol is exported by libtorch_cpu.
+using MkldnnMatmul = TileGemm::MkldnnMatmul;
 
 MkldnnMatmul lookup_mkldnn_matmul() {
 #if defined(GGNET_HAVE_DLSYM)
@@ -81,7 +79,7 @@ std::string gemm_env() {
 
 }  // namespace
 
-TileGemm::TileGemm(at::ScalarType dtype) : onednn_(false) {
+TileGemm::TileGemm(at::ScalarType dtype) {
   const std::string choice = gemm_env();
   TORCH_CHECK(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
               "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
@@ -95,8 +93,8 @@ TileGemm::TileGemm(at::ScalarType dtype) : onednn_(false) {
     // torch.backends.mkldnn.enabled = False: the user asked torch not to use oneDNN.
     if (!at::globalContext().userEnabledMkldnn()) return;
   }
-  onednn_ = onednn_matmul() != nullptr;
-  TORCH_CHECK(onednn_ || choice != "onednn",
+  onednn_ = onednn_matmul();
+  TORCH_CHECK(onednn_ != nullptr || choice != "onednn",
               "GGNET_CPU_GEMM=onednn, but this torch has no usable float32 oneDNN matmul: "
               "torch allows it only on CPUs with AVX-512 BW/VL/DQ or AVX-NE-CONVERT, and "
               "needs a build with MKLDNN exporting at::native::mkldnn_matmul");
@@ -104,8 +102,8 @@ TileGemm::TileGemm(at::ScalarType dtype) : onednn_(false) {
 
 void TileGemm::operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                           bool accumulate) const {
-  if (onednn_) {
-    onednn_matmul()(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
+  if (onednn_ != nullptr) {
+    onednn_(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
   } else if (accumulate) {
     at::cpu::addmm_out(out, out, a, b);
   } else {

@@ -32,10 +32,15 @@ class TileGemm {
   void operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                   bool accumulate) const;
 
-  bool uses_onednn() const { return onednn_; }
+  bool uses_onednn() const { return onednn_ != nullptr; }
+
+  // at::native::mkldnn_matmul(mat1, mat2, result, beta, alpha):
+  //   result = beta * result + alpha * mat1 @ mat2.
+  using MkldnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                float, float);
 
  private:
-  bool onednn_;
+  MkldnnMatmul onednn_ = nullptr;  // nullptr: ATen BLAS
 };
 
 }  // namespace ggnet::cpu
