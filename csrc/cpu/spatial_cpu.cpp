@@ -2,24 +2,27 @@
 //
 // Work is split into tiles of queries x keys.  The score and value products of a tile are
 // GEMM calls on block views (tile_gemm.h: oneDNN for float32, else ATen's BLAS);
-// the exponentials run in the vectorised routines of tile_math.h.  Each thread owns at
-// most three score tiles of tile_budget_bytes() (16 MiB) in all and a kBQ x C
-// accumulator: nothing N x N is ever allocated.  While a whole strip of kBQ = 64 query rows
-// (all N keys) fits the budget -- N <= 21845 in float32 -- a tile is that strip, so
-// each product is one GEMM call and the second pass reuses the scores of the first;
-// beyond it the tiles stream over key blocks and the second pass recomputes them.
+// the exponentials run in the vectorised routines of tile_math.h.  Each thread owns three
+// score tiles of at most tile_budget_bytes() (16 MiB) in all: nothing N x N is ever
+// allocated.  While a whole strip of query rows (all N keys; kBQ = 64 rows, or kBQB = 128
+// in the backward up to N = 10922) fits the budget -- N <= 21845 in float32 -- a tile is
+// that strip, so each product is one GEMM call and the second pass reuses the scores of
+// the first; beyond it the tiles stream over key blocks and the second pass recomputes
+// them.
 //
 // Forward, one task per (batch, query block), OpenMP via at::parallel_for:
 //   pass 1 over key blocks: online lse_a and lse_b;
 //   pass 2 over key blocks: e = expm1(p), L += sum e, acc += e @ mu;
 //   o = (sum_j mu_j + acc) / L.
-// Backward (R_i = sum_j p_ij dp_ij needs a whole row before da can be formed):
-//   loop 1, one task per (batch, query block): a key pass for R, then a key pass for
-//           dtheta += da @ phi and deta += db @ rho;
-//   loop 2, one task per (batch, block of kBK = 64 keys): a query pass for
-//           dmu += s^T @ do, dphi += da^T @ theta and drho += db^T @ eta.
-// Every output row is written by exactly one task in a fixed order, so results do not
-// depend on the thread count and no atomics or per-thread copies are needed.
+// Backward, one task per (batch, group of query blocks), kGroups = 4 fixed groups:
+//   per query block, an R pass over key blocks (scores a, b and ds = do . mu, once each;
+//   R_i = sum_j p_ij dp_ij needs a whole row), then a gradient pass over the same tiles:
+//   dtheta += da @ phi, deta += db @ rho for the block's own rows, and the key-side sums
+//   dphi += da^T @ theta, drho += db^T @ eta, dmu += s^T @ do into the group's
+//   accumulator (group 0: the outputs; group g > 0: a workspace slice [N, d + dg + C]),
+//   added to the outputs in the order g = 1, 2, 3.  Every product runs once: 2N^2 x
+//   (3 (d + dg) + 2 C) flops with strips.  Groups, block order and reduction order do not
+//   depend on the thread count, so results are bitwise identical for any thread count.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -37,12 +40,13 @@
 namespace ggnet::cpu {
 namespace {
 
-constexpr int64_t kBQ = 64;  // queries per tile of the forward and of backward loop 1
-constexpr int64_t kBK = 64;  // keys per tile of backward loop 2
+constexpr int64_t kBQ = 64;    // queries per tile of the forward
+constexpr int64_t kBQB = 128;  // queries per tile of the backward
+constexpr int64_t kGroups = 4;  // query groups of the backward (fixed, see spatial_backward_impl)
 
 // Bytes of score tiles each thread may hold (three tiles).  When a whole row strip
-// (kBQ x N, or N x kBK in loop 2) fits, a tile is the strip: one GEMM call per product and
-// no recomputation between the passes.  Otherwise tiles of this size stream over the
+// (kBQ x N, or kBQB x N in the backward) fits, a tile is the strip: one GEMM call per
+// product and no recomputation between the passes.  Otherwise tiles of this size stream over the
 // keys (queries) and pass 2 recomputes the scores.  GGNET_CPU_TILE_BYTES overrides it
 // (tests use a small value to exercise the streaming path at small N).
 int64_t tile_budget_bytes() {
@@ -156,86 +160,93 @@ void spatial_forward_impl(const at::Tensor& th, const at::Tensor& ph, const at::
   });
 }
 
+// The backward's key-side gradients (dphi, drho, dmu) are sums over all queries.  Query
+// blocks are split into kGroups fixed groups; group 0 accumulates into the outputs, group
+// g > 0 into its own workspace slice, added to the outputs in the order g = 1, 2, ...
+// Neither the groups nor that order depend on the thread count.
 template <typename T>
 void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at::Tensor& ph,
                            const at::Tensor& et, const at::Tensor& rh, const at::Tensor& mu,
-                           const at::Tensor& stats, const at::Tensor& dvec, at::Tensor& rvec,
-                           at::Tensor& dth, at::Tensor& dph, at::Tensor& det, at::Tensor& drh,
-                           at::Tensor& dmu) {
+                           const at::Tensor& stats, const at::Tensor& dvec, at::Tensor& dth,
+                           at::Tensor& dph, at::Tensor& det, at::Tensor& drh, at::Tensor& dmu) {
   const int64_t batch = th.size(0), n = th.size(1);
-  const int64_t bq = std::min(kBQ, n), bk = std::min(kBK, n);
-  const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));        // loop 1: query blocks
-  const Blocks blk2(n, tile_len(n, bk, sizeof(T)), bk);       // loop 2: key blocks
+  // kBQB rows while their strip fits the tile budget, else kBQ rows (strips up to the
+  // forward's limit), else kBQ rows streaming over key tiles.
+  const bool wide = 3 * kBQB * n * static_cast<int64_t>(sizeof(T)) <= tile_budget_bytes();
+  const int64_t bq = std::min(wide ? kBQB : kBQ, n);
+  const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));
+  const int64_t groups = std::min(kGroups, blk.nqb);
   const TileGemm gemm(th.scalar_type());
   const T* st_p = stats.data_ptr<T>();
   const T* d_p = dvec.data_ptr<T>();
-  T* r_p = rvec.data_ptr<T>();
   const auto opts = th.options();
+  // Workspace of groups 1 .. groups-1: [B, groups-1, N, d + dg + C].
+  const at::Tensor ws_ph = at::zeros({batch, groups - 1, n, ph.size(2)}, opts),
+                   ws_rh = at::zeros({batch, groups - 1, n, rh.size(2)}, opts),
+                   ws_mu = at::zeros({batch, groups - 1, n, mu.size(2)}, opts);
 
-  // Loop 1: per query block, R then dtheta / deta.
-  at::parallel_for(0, batch * blk.nqb, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * groups, 1, [&](int64_t begin, int64_t end) {
     at::Tensor sa = at::empty({blk.bq * blk.bk}, opts), sb = at::empty({blk.bq * blk.bk}, opts),
                sd = at::empty({blk.bq * blk.bk}, opts);
+    std::vector<T> r(blk.bq), r_sink(blk.bq);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blk.nqb, qb = task % blk.nqb;
-      const int64_t q0 = blk.q0(qb), nq = blk.nq(qb);
+      const int64_t b = task / groups, g = task % groups;
       const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b],
                        gob = go[b];
-      const T* la = st_p + (b * 3 + 0) * n + q0;
-      const T* lb = st_p + (b * 3 + 1) * n + q0;
-      const T* ll = st_p + (b * 3 + 2) * n + q0;
-      const T* dd = d_p + b * n + q0;
-      T* rr = r_p + b * n + q0;
-      std::fill(rr, rr + nq, T(0));
-      for (int pass = 0; pass < 2; ++pass) {
+      at::Tensor kph = g == 0 ? dph[b] : ws_ph[b][g - 1],
+                 krh = g == 0 ? drh[b] : ws_rh[b][g - 1],
+                 kmu = g == 0 ? dmu[b] : ws_mu[b][g - 1];
+      for (int64_t qb = g * blk.nqb / groups; qb < (g + 1) * blk.nqb / groups; ++qb) {
+        const int64_t q0 = blk.q0(qb), nq = blk.nq(qb);
+        const T* la = st_p + (b * 3 + 0) * n + q0;
+        const T* lb = st_p + (b * 3 + 1) * n + q0;
+        const T* ll = st_p + (b * 3 + 2) * n + q0;
+        const T* dd = d_p + b * n + q0;
+        const at::Tensor thq = thb.narrow(0, q0, nq), etq = etb.narrow(0, q0, nq),
+                         goq = gob.narrow(0, q0, nq);
+        at::Tensor dthq = dth[b].narrow(0, q0, nq), detq = det[b].narrow(0, q0, nq);
+        // R pass: R_i = sum_j p_ij dp_ij over all keys.
+        std::fill(r.begin(), r.end(), T(0));
         for (int64_t kb = 0; kb < blk.nkb; ++kb) {
           const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
           at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
                      td = tile_view(sd, nq, nk);
-          if (pass == 0 || blk.nkb > 1) {  // the R pass leaves the tiles unchanged
+          scores(gemm, ta, thb, phb, q0, nq, k0, nk);
+          scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
+          scores(gemm, td, gob, mub, q0, nq, k0, nk);  // ds = do . mu
+          bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll,
+                      dd, r.data());
+        }
+        // Gradient pass: with one key block (a whole row strip) the tiles still hold the
+        // prepared values; otherwise they are recomputed.
+        for (int64_t kb = 0; kb < blk.nkb; ++kb) {
+          const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
+          at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
+                     td = tile_view(sd, nq, nk);
+          if (blk.nkb > 1) {
             scores(gemm, ta, thb, phb, q0, nq, k0, nk);
             scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
-            scores(gemm, td, gob, mub, q0, nq, k0, nk);  // ds = do . mu
+            scores(gemm, td, gob, mub, q0, nq, k0, nk);
+            bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb,
+                        ll, dd, r_sink.data());
           }
-          bwd_tile(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll, dd,
-                   rr, pass == 0);
-          if (pass == 1) {
-            at::Tensor dthq = dth[b].narrow(0, q0, nq), detq = det[b].narrow(0, q0, nq);
-            gemm(dthq, ta, phb.narrow(0, k0, nk), /*accumulate=*/true);
-            gemm(detq, tb, rhb.narrow(0, k0, nk), /*accumulate=*/true);
-          }
+          bwd_finish(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, ll, r.data());
+          gemm(dthq, ta, phb.narrow(0, k0, nk), /*accumulate=*/true);
+          gemm(detq, tb, rhb.narrow(0, k0, nk), /*accumulate=*/true);
+          at::Tensor kphk = kph.narrow(0, k0, nk), krhk = krh.narrow(0, k0, nk),
+                     kmuk = kmu.narrow(0, k0, nk);
+          gemm(kphk, ta.t(), thq, /*accumulate=*/true);
+          gemm(krhk, tb.t(), etq, /*accumulate=*/true);
+          gemm(kmuk, td.t(), goq, /*accumulate=*/true);
         }
       }
     }
   });
-
-  // Loop 2: per key block, dmu / dphi / drho (reductions over all queries).
-  at::parallel_for(0, batch * blk2.nkb, 1, [&](int64_t begin, int64_t end) {
-    at::Tensor sa = at::empty({blk2.bq * blk2.bk}, opts), sb = at::empty({blk2.bq * blk2.bk}, opts),
-               sd = at::empty({blk2.bq * blk2.bk}, opts);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / blk2.nkb, kb = task % blk2.nkb;
-      const int64_t k0 = blk2.k0(kb), nk = blk2.nk(kb);
-      const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b],
-                       gob = go[b];
-      at::Tensor dmuk = dmu[b].narrow(0, k0, nk), dphk = dph[b].narrow(0, k0, nk),
-                 drhk = drh[b].narrow(0, k0, nk);
-      for (int64_t qb = 0; qb < blk2.nqb; ++qb) {
-        const int64_t q0 = blk2.q0(qb), nq = blk2.nq(qb);
-        at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
-                   td = tile_view(sd, nq, nk);
-        scores(gemm, ta, thb, phb, q0, nq, k0, nk);
-        scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
-        scores(gemm, td, gob, mub, q0, nq, k0, nk);
-        bwd_tile(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk,
-                 st_p + (b * 3 + 0) * n + q0, st_p + (b * 3 + 1) * n + q0,
-                 st_p + (b * 3 + 2) * n + q0, d_p + b * n + q0, r_p + b * n + q0, false);
-        gemm(dmuk, td.t(), gob.narrow(0, q0, nq), /*accumulate=*/true);
-        gemm(dphk, ta.t(), thb.narrow(0, q0, nq), /*accumulate=*/true);
-        gemm(drhk, tb.t(), etb.narrow(0, q0, nq), /*accumulate=*/true);
-      }
-    }
-  });
+  for (int64_t g = 1; g < groups; ++g) {  // fixed order, element-wise adds
+    dph.add_(ws_ph.select(1, g - 1));
+    drh.add_(ws_rh.select(1, g - 1));
+    dmu.add_(ws_mu.select(1, g - 1));
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& theta,
@@ -270,12 +281,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_b
                    rh = to_acc(rho, acc), m = to_acc(mu, acc), go = to_acc(grad_o, acc),
                    st = to_acc(stats, acc);
   const at::Tensor dvec = (go * o.to(acc)).sum(-1).contiguous();  // D_i = do_i . o_i
-  at::Tensor rvec = at::empty_like(dvec);
   at::Tensor dth = at::zeros_like(th), dph = at::zeros_like(ph), det = at::zeros_like(et),
              drh = at::zeros_like(rh), dmu = at::zeros_like(m);
   AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::spatial_bwd", [&] {
-    spatial_backward_impl<scalar_t>(go, th, ph, et, rh, m, st, dvec, rvec, dth, dph, det, drh,
-                                    dmu);
+    spatial_backward_impl<scalar_t>(go, th, ph, et, rh, m, st, dvec, dth, dph, det, drh, dmu);
   });
   return {dth.to(theta.scalar_type()), dph.to(phi.scalar_type()), det.to(eta.scalar_type()),
           drh.to(rho.scalar_type()), dmu.to(mu.scalar_type())};

@@ -25,16 +25,27 @@ void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk,
 }
 
 GGNET_MULTIVERSION
-void bwd_tile(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
-              const float* lse_a, const float* lse_b, const float* L, const float* D,
-              float* R, bool r_only) {
-  bwd_tile_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R, r_only);
+void bwd_prepare(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
+                 const float* lse_a, const float* lse_b, const float* L, const float* D,
+                 float* R) {
+  bwd_prepare_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R);
 }
 
-void bwd_tile(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
-              const double* lse_a, const double* lse_b, const double* L, const double* D,
-              double* R, bool r_only) {
-  bwd_tile_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R, r_only);
+void bwd_prepare(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
+                 const double* lse_a, const double* lse_b, const double* L, const double* D,
+                 double* R) {
+  bwd_prepare_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R);
+}
+
+GGNET_MULTIVERSION
+void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
+                const float* L, const float* R) {
+  bwd_finish_impl(a, b, ds, nq, nk, L, R);
+}
+
+void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
+                const double* L, const double* R) {
+  bwd_finish_impl(a, b, ds, nq, nk, L, R);
 }
 
 }  // namespace ggnet::cpu

@@ -115,58 +115,75 @@ GGNET_INLINE void fwd_weights_impl(T* a, const T* b, std::int64_t nq, std::int64
   }
 }
 
-// ---- backward: recomputed tile ------------------------------------------------------
-// In: a (theta.phi), b (eta.rho), ds (do.mu) for the tile; per-row lse_a, lse_b, L, D.
-// Sx = e^{a - lse_a}, Sg = e^{b - lse_b}, p = Sx Sg, s = e^p / L, dp = s (ds - D).
-// r_only: R_i += sum_j p dp, nothing written.
-// otherwise: a <- da = p dp - Sx R, b <- db = p dp - Sg R, ds <- s.
+// ---- backward: one tile, in two steps ------------------------------------------------
+// Sx = e^{a - lse_a}, Sg = e^{b - lse_b}, p = Sx Sg, s = e^p / L = (1 + expm1(p)) / L,
+// dp = s (ds - D), R_i = sum_j p dp, da = p dp - Sx R, db = p dp - Sg R.
+//
+// bwd_prepare -- in: a (theta.phi), b (eta.rho), ds (do.mu); per-row lse_a, lse_b, L, D.
+//   Out: a <- Sx, b <- Sg, ds <- dp, and R_i += sum_j p_ij dp_ij.
 template <typename T>
-GGNET_INLINE void bwd_tile_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64_t nk,
-                                const T* lse_a, const T* lse_b, const T* L, const T* D,
-                                T* R, bool r_only) {
+GGNET_INLINE void bwd_prepare_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64_t nk,
+                                   const T* lse_a, const T* lse_b, const T* L, const T* D,
+                                   T* R) {
   for (std::int64_t i = 0; i < nq; ++i) {
     T* ra = a + i * nk;
     T* rb = b + i * nk;
     T* rs = ds + i * nk;
     const T la = lse_a[i], lb = lse_b[i], inv_l = T(1) / L[i], d = D[i];
-    if (r_only) {
-      T sum = 0;
-      GGNET_SIMD_SUM(sum)
-      for (std::int64_t j = 0; j < nk; ++j) {
-        const T p = exp_approx(ra[j] - la) * exp_approx(rb[j] - lb);
-        const T s = (T(1) + expm1_unit(p)) * inv_l;
-        sum += p * s * (rs[j] - d);
-      }
-      R[i] += sum;
-    } else {
-      const T r = R[i];
-      GGNET_SIMD
-      for (std::int64_t j = 0; j < nk; ++j) {
-        const T sx = exp_approx(ra[j] - la);
-        const T sg = exp_approx(rb[j] - lb);
-        const T p = sx * sg;
-        const T s = (T(1) + expm1_unit(p)) * inv_l;
-        const T pdp = p * s * (rs[j] - d);
-        ra[j] = pdp - sx * r;
-        rb[j] = pdp - sg * r;
-        rs[j] = s;
-      }
+    T sum = 0;
+    GGNET_SIMD_SUM(sum)
+    for (std::int64_t j = 0; j < nk; ++j) {
+      const T sx = exp_approx(ra[j] - la);
+      const T sg = exp_approx(rb[j] - lb);
+      const T p = sx * sg;
+      const T dp = (T(1) + expm1_unit(p)) * inv_l * (rs[j] - d);
+      sum += p * dp;
+      ra[j] = sx;
+      rb[j] = sg;
+      rs[j] = dp;
+    }
+    R[i] += sum;
+  }
+}
+
+// bwd_finish -- in: the output of bwd_prepare and the complete R.
+//   Out: a <- da, b <- db, ds <- s (the weights of dmu = s^T do).
+template <typename T>
+GGNET_INLINE void bwd_finish_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64_t nk,
+                                  const T* L, const T* R) {
+  for (std::int64_t i = 0; i < nq; ++i) {
+    T* ra = a + i * nk;
+    T* rb = b + i * nk;
+    T* rs = ds + i * nk;
+    const T inv_l = T(1) / L[i], r = R[i];
+    GGNET_SIMD
+    for (std::int64_t j = 0; j < nk; ++j) {
+      const T sx = ra[j], sg = rb[j];
+      const T p = sx * sg;
+      const T pdp = p * rs[j];
+      ra[j] = pdp - sx * r;
+      rb[j] = pdp - sg * r;
+      rs[j] = (T(1) + expm1_unit(p)) * inv_l;
     }
   }
 }
 
-// Multiversioned float32 entry points and plain float64 ones (defined in spatial_cpu.cpp).
+// Multiversioned float32 entry points and plain float64 ones (defined in tile_math.cpp).
 void lse_update(const float* a, std::int64_t nq, std::int64_t nk, float* m, float* s);
 void lse_update(const double* a, std::int64_t nq, std::int64_t nk, double* m, double* s);
 void fwd_weights(float* a, const float* b, std::int64_t nq, std::int64_t nk,
                  const float* lse_a, const float* lse_b, float* esum);
 void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk,
                  const double* lse_a, const double* lse_b, double* esum);
-void bwd_tile(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
-              const float* lse_a, const float* lse_b, const float* L, const float* D,
-              float* R, bool r_only);
-void bwd_tile(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
-              const double* lse_a, const double* lse_b, const double* L, const double* D,
-              double* R, bool r_only);
+void bwd_prepare(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
+                 const float* lse_a, const float* lse_b, const float* L, const float* D,
+                 float* R);
+void bwd_prepare(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
+                 const double* lse_a, const double* lse_b, const double* L, const double* D,
+                 double* R);
+void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
+                const float* L, const float* R);
+void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
+                const double* L, const double* R);
 
 }  // namespace ggnet::cpu
