@@ -26,7 +26,7 @@ export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} GGNET_CUDA=1 TORCH_CUDA_ARCH_LIST
 tail -3 "$OUT/build.log"
 
 log "GPU correctness tests"
-python -m pytest -q -rs -x tests/test_triton_gpu.py tests/test_cuda_backend.py tests/test_triton_spatial.py \
+python -m pytest -q -rs -x tests/test_backend_contract.py tests/test_triton_gpu.py tests/test_cuda_backend.py tests/test_triton_spatial.py \
   tests/test_triton_channel.py tests/test_reference_backend.py tests/test_extension.py \
   > "$OUT/tests.log" 2>&1
 echo "tests exit $?" | tee -a "$OUT/steps.log"

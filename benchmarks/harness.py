@@ -1,4 +1,9 @@
-"""Shared benchmark helpers: providers, inputs, timing with synchronisation, peak memory.
+"""Shared benchmark helpers: providers, timing with synchronisation, peak memory.
+
+Providers are the registry's backends that accept the call (its public
+``backends_for`` / ``get_backend``; ``docs/backends.md``) plus the two compositions a
+user would write by hand.  FLOPs: ``ggnet_fast.ops.spatial_flops`` (one convention for
+every provider, see its docstring).
 
 Peak memory is *measured*, never estimated:
 
@@ -15,7 +20,7 @@ import os
 import torch
 
 from ggnet_fast import ops
-from ggnet_fast.backends import available_backends, registry
+from ggnet_fast.backends import backends_for, get_backend
 
 
 def device() -> torch.device:
@@ -80,15 +85,8 @@ def compiled(fn):
 
 def providers(op: str, dev: torch.device, dtype: torch.dtype) -> list[str]:
     """Every backend that can run ``op`` here, plus the two user baselines."""
-    names = []
-    options = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
-               "shape": {}}
-    for name in available_backends():
-        if name == "eager":
-            continue  # the "eager" provider below is the same formula
-        module = registry._load(name)
-        if module.unsupported(op, dev.type, dtype, options) is None:
-            names.append(name)
+    # the registry's "eager" backend is the formula of the "eager" provider below
+    names = [n for n in backends_for(op, dev.type, dtype) if n != "eager"]
     return names + ["eager", "compile"]
 
 
@@ -99,33 +97,20 @@ def unsupported_reason(provider: str, op: str, dev: torch.device, dtype: torch.d
         return None
     opts = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
             "shape": shape, **options}
-    return registry._load(provider).unsupported(op, dev.type, dtype, opts)
+    return get_backend(provider).unsupported(op, dev.type, dtype, opts)
+
+
+def op_fn(op: str, provider: str):
+    """What ``provider`` runs for ``op`` ("spatial" or "channel"): a backend through the
+    public operator, or the hand-written formula eagerly or under torch.compile."""
+    eager, public = {"spatial": (eager_spatial, ops.guided_spatial_attention),
+                     "channel": (eager_channel, ops.guided_channel_attention)}[op]
+    if provider == "eager":
+        return eager
+    if provider == "compile":
+        return compiled(eager)
+    return functools.partial(public, backend=provider)
 
 
 def spatial_fn(provider: str):
-    if provider == "eager":
-        return eager_spatial
-    if provider == "compile":
-        return compiled(eager_spatial)
-    return functools.partial(ops.guided_spatial_attention, backend=provider)
-
-
-def channel_fn(provider: str):
-    if provider == "eager":
-        return eager_channel
-    if provider == "compile":
-        return compiled(eager_channel)
-    return functools.partial(ops.guided_channel_attention, backend=provider)
-
-
-def spatial_flops(b: int, n: int, d: int, dg: int, c: int, backward: bool) -> int:
-    """FLOPs of the streaming algorithm (2 per multiply-add).
-
-    forward: pass 1 recomputes both score products (2N^2(d+dg)), pass 2 recomputes
-    them and does the value product (2N^2(d+dg) + 2N^2 C).  backward (recompute):
-    scores again (2N^2(d+dg)), ds = dO mu^T (2N^2 C), dmu (2N^2 C), and the four
-    key/query gradients (4N^2(d+dg)).
-    """
-    fwd = 2 * n * n * (d + dg) * 2 + 2 * n * n * c
-    bwd = 2 * n * n * (d + dg) + 2 * 2 * n * n * c + 2 * 2 * n * n * (d + dg)
-    return b * (fwd + (bwd if backward else 0))
+    return op_fn("spatial", provider)

@@ -1,4 +1,4 @@
-"""CPU benchmarks of the fused ``cpu`` backend (issue 7), float32, batch 1, C = 256.
+"""CPU benchmarks of the fused ``cpu`` backend (issues 7 and 14), float32, batch 1, C = 256.
 
 Speed: spatial forward (under no_grad) and forward+backward at N = 32x32, 64x64, 96x96
 with d = dg = 32 and 256, for ``cpu`` against the released code's formula in eager
@@ -16,6 +16,17 @@ Big buffers are forced onto mmap (``MALLOC_MMAP_THRESHOLD_``) so that memory fre
 after the warm-up is returned to the system and counted again.  Cases: the same sizes
 (forward and forward+backward, d = 32) and N = 128x128 forward.
 
+GEMM rate (``-k gemm_rate``): the machine's float32 GEMM rate with the same threads, for
+quoting each fused pass as a fraction of it: ``torch.mm`` at 4096 x 256 x 4096 (ATen's
+BLAS, what eager and compile use), and oneDNN's float32 matmul on the kernels' tile shape
+128 x 256 x 4096, one single-threaded product stream per thread (as the kernels run
+their tiles).  Each speed case records ``gflop``, the flops the fused kernel executes
+(:func:`executed_flops`).
+
+GG-Net training step (``-k ggnet_train``): ResNet-18 GG-Net (random weights), 256x256,
+batch 4, SGD, the GGB at stride 4 (N = 64x64) and 8 (N = 32x32), ``cpu`` against
+``reference``: median step time and peak extra memory, one fresh subprocess per case.
+
     pytest benchmarks/test_bench_cpu.py --benchmark-only --benchmark-json=cpu.json
     GGNET_BENCH_ROUNDS=1 pytest benchmarks/test_bench_cpu.py -k "128"   # quicker
 
@@ -25,13 +36,17 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 
 import harness
+from ggnet_fast.backends import unavailable_reason
 
 BATCH, C = 1, 256
 SIDES = (32, 64, 96)
@@ -42,8 +57,8 @@ ROUNDS = int(os.environ.get("GGNET_BENCH_ROUNDS", "3"))
 THREADS = max(1, min(2, os.cpu_count() or 1))
 
 pytestmark = pytest.mark.skipif(
-    harness.registry.unavailable_reason("cpu") is not None,
-    reason=f"cpu backend unavailable: {harness.registry.unavailable_reason('cpu')}")
+    unavailable_reason("cpu") is not None,
+    reason=f"cpu backend unavailable: {unavailable_reason('cpu')}")
 
 
 def make_inputs(n: int, d: int, grad: bool):
@@ -52,6 +67,15 @@ def make_inputs(n: int, d: int, grad: bool):
     shapes = [(BATCH, n, d)] * 4 + [(BATCH, n, C)]
     return [(s * torch.randn(shape)).requires_grad_(grad)
             for shape, s in zip(shapes, [scale] * 4 + [1.0])]
+
+
+def executed_flops(n: int, d: int, mode: str) -> int:
+    """Flops the fused kernel executes with whole-row strips (N <= 21845), dg = d:
+    forward 2N^2 (2d + C) (each score product once, the value product once); the backward
+    adds 2N^2 (3 (2d) + 2C) (scores, ds = do mu^T, dmu, and four gradient products)."""
+    k, n2 = 2 * d, n * n
+    forward = 2 * n2 * (k + C)
+    return forward + (2 * n2 * (3 * k + 2 * C) if mode == "fwdbwd" else 0)
 
 
 def make_call(provider: str, n: int, d: int, mode: str):
@@ -84,10 +108,58 @@ def test_spatial_cpu_speed(benchmark, monkeypatch, side, d, provider, mode):
     call = make_call(provider, side * side, d, mode)
     benchmark.extra_info.update({"provider": provider, "N": side * side, "side": side, "d": d,
                                  "C": C, "mode": mode, "threads": THREADS,
+                                 "gflop": executed_flops(side * side, d, mode) / 1e9,
                                  "torch": torch.__version__})
     benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     if provider.startswith("cpu"):  # the library the calls above used
         benchmark.extra_info["gemm"] = torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1))
+
+
+def _onednn_stream_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
+    """Aggregate GFLOP/s of THREADS threads, each running single-threaded oneDNN float32
+    products [m, k] @ [k, n] (``torch.ops.mkldnn._linear_pointwise``) for ``seconds``."""
+    a, w = torch.randn(m, k), torch.randn(n, k)
+    counts = [0] * THREADS
+
+    def worker(i: int, stop: float) -> None:
+        while time.perf_counter() < stop:
+            torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
+            counts[i] += 1
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        worker(0, time.perf_counter() + 0.2)  # warm-up: primitive creation
+        counts[0] = 0
+        stop = time.perf_counter() + seconds
+        pool = [threading.Thread(target=worker, args=(i, stop)) for i in range(THREADS)]
+        t0 = time.perf_counter()
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        elapsed = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    return sum(counts) * 2 * m * k * n / elapsed / 1e9
+
+
+@pytest.mark.parametrize("library", ["torch.mm", "onednn-tiles"])
+def test_cpu_gemm_rate(benchmark, library):
+    """The machine's float32 GEMM rate (GFLOP/s in extra_info["gflops"])."""
+    torch.set_num_threads(THREADS)
+    if library == "torch.mm":
+        a, b = torch.randn(4096, 256), torch.randn(256, 4096)
+        benchmark.pedantic(torch.mm, args=(a, b), rounds=max(ROUNDS, 5), warmup_rounds=1)
+        rate = 2 * 4096 * 256 * 4096 / benchmark.stats.stats.median / 1e9
+    else:
+        if not torch.backends.mkldnn.is_available():
+            pytest.skip("torch built without oneDNN")
+        rates = []
+        benchmark.pedantic(lambda: rates.append(_onednn_stream_rate(128, 256, 4096)),
+                           rounds=3, iterations=1)
+        rate = statistics.median(rates)
+    benchmark.extra_info.update({"library": library, "threads": THREADS, "gflops": rate})
 
 
 MEMORY_CASES = ([(s, 32, p, m) for s in SIDES for m in ("fwd", "fwdbwd") for p in PROVIDERS]
@@ -127,10 +199,55 @@ def test_ggnet_inference_256(benchmark, stride, backend):
     assert result["backends"] == [backend]
 
 
-def _ggnet_child(backend: str, stride: int) -> None:
-    import statistics
-    import time
+TRAIN_CASES = [(stride, backend) for stride in (8, 4) for backend in ("cpu", "reference")]
 
+
+@pytest.mark.parametrize("stride,backend", TRAIN_CASES, ids=lambda v: str(v))
+def test_ggnet_train_step_256(benchmark, stride, backend):
+    """One GG-Net training step (ResNet-18, random weights, batch 4 of 256x256, SGD):
+    forward, the paper's loss, backward, optimizer step; GGB at stride 8 or 4."""
+    pytest.importorskip("ggnet_fast.models")
+    result = benchmark.pedantic(peak_in_subprocess, args=(stride, 0, f"train:{backend}", "fwdbwd"),
+                                rounds=1, iterations=1)
+    benchmark.extra_info.update({"backend": backend, "ggb_stride": stride, **result})
+    assert result["backends"] == [backend]
+
+
+def _train_child(backend: str, stride: int) -> None:
+    from ggnet_fast.backends import record_dispatch
+    from ggnet_fast.losses import GGNetLoss, make_boundary_targets
+    from ggnet_fast.models import build_ggnet
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model = build_ggnet(preset="paper", backbone="resnet18", weights=None, ggb_stride=stride,
+                        backend=backend).train()
+    loss_fn = GGNetLoss("paper")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images = torch.randn(4, 3, 256, 256)
+    masks = (torch.rand(4, 1, 256, 256) > 0.7).float()
+    edges = make_boundary_targets(masks, loss_fn.options["boundary_target"])
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(images), masks, edges).backward()
+        opt.step()
+
+    with record_dispatch() as calls:
+        step()  # warm-up (also allocates the optimizer state)
+    times = []
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = harness.peak_extra_bytes(step, torch.device("cpu"))
+    print(json.dumps({"peak_extra_bytes": peak,
+                      "peak_extra_MiB": None if peak is None else round(peak / 2**20, 1),
+                      "median_s": statistics.median(times), "min_s": min(times),
+                      "backends": sorted({b for _, b in calls})}))
+
+
+def _ggnet_child(backend: str, stride: int) -> None:
     from ggnet_fast.backends import record_dispatch
     from ggnet_fast.models import build_ggnet
 
@@ -171,5 +288,7 @@ def _child(provider: str, side: int, d: int, mode: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1].startswith("ggnet:"):
         _ggnet_child(sys.argv[1].split(":", 1)[1], int(sys.argv[2]))
+    elif sys.argv[1].startswith("train:"):
+        _train_child(sys.argv[1].split(":", 1)[1], int(sys.argv[2]))
     else:
         _child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import harness
+from ggnet_fast.ops import spatial_flops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -99,7 +100,7 @@ def test_spatial_flex(benchmark, side, dims, mode):
         "device": torch.cuda.get_device_name(), "dtype": str(DTYPE), "torch": torch.__version__,
         "op": "spatial", "provider": "flex", "B": BATCH, "N": n, "d": d, "dg": dg, "C": c,
         "mode": mode, "peak_extra_bytes": peak, "lse_grad": lse_grad,
-        "flops": harness.spatial_flops(BATCH, n, d, dg, c, backward)})
+        "flops": spatial_flops(BATCH, n, d, dg, c, backward)})
 
     def call():
         out = step()
@@ -115,7 +116,7 @@ def test_spatial_triton_r_variant(benchmark, monkeypatch, dims, r_mode):
     """The Triton backward's R_i: from the forward's o2/q accumulators (one-pass, default)
     or from a separate loop in the backward; forward+backward at B = 4, N = 64x64."""
     from ggnet_fast import guided_spatial_attention
-    from ggnet_fast.backends.triton import flops_spatial, spatial_kernels
+    from ggnet_fast.backends.triton import spatial_kernels
     monkeypatch.setattr(spatial_kernels, "R_MODE", r_mode)
     n = 64 * 64
     d, dg, c = dims
@@ -134,6 +135,5 @@ def test_spatial_triton_r_variant(benchmark, monkeypatch, dims, r_mode):
         "device": torch.cuda.get_device_name(), "dtype": str(DTYPE), "torch": torch.__version__,
         "op": "spatial", "provider": f"triton-r-{r_mode}", "B": BATCH, "N": n, "d": d, "dg": dg,
         "C": c, "mode": "forward+backward", "peak_extra_bytes": peak,
-        "flops": harness.spatial_flops(BATCH, n, d, dg, c, True),
-        "flops_executed": flops_spatial(BATCH, n, d, dg, c, True, r_pass=r_mode == "pass")})
+        "flops": spatial_flops(BATCH, n, d, dg, c, True)})
     benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)

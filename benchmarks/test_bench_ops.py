@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import harness
+from ggnet_fast.ops import spatial_flops
 
 DEV = harness.device()
 ON_GPU = DEV.type == "cuda"
@@ -61,7 +62,7 @@ def test_spatial(benchmark, provider, side, dims, mode):
     if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
         pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
     inputs = _spatial_inputs(n, d, dg, c, backward)
-    fn = harness.spatial_fn(provider)
+    fn = harness.op_fn("spatial", provider)
     grad_out = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
 
     def step():
@@ -74,7 +75,7 @@ def test_spatial(benchmark, provider, side, dims, mode):
     peak = harness.peak_extra_bytes(step, DEV)
     _info(benchmark, op="spatial", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c, mode=mode,
           peak_extra_bytes=peak,
-          flops=harness.spatial_flops(BATCH, n, d, dg, c, backward))
+          flops=spatial_flops(BATCH, n, d, dg, c, backward))
     _run(benchmark, step, rounds=5 if ON_GPU else 2)
 
 
@@ -90,7 +91,7 @@ def test_channel(benchmark, provider, side, c, mode):
         pytest.skip(f"{provider}: {why}")
     y = (torch.randn(BATCH, c, n, device=DEV) / n ** 0.5).to(DTYPE).requires_grad_(backward)
     g = (torch.randn(BATCH, c, n, device=DEV) / n ** 0.5).to(DTYPE).requires_grad_(backward)
-    fn = harness.channel_fn(provider)
+    fn = harness.op_fn("channel", provider)
     grad_out = torch.randn(BATCH, c, n, device=DEV, dtype=DTYPE)
 
     def step():
@@ -104,3 +105,41 @@ def test_channel(benchmark, provider, side, c, mode):
     _info(benchmark, op="channel", provider=provider, B=BATCH, N=n, C=c, mode=mode,
           peak_extra_bytes=peak)
     _run(benchmark, step, rounds=5 if ON_GPU else 2)
+
+
+@pytest.mark.parametrize("layout", ["module-views", "contiguous", "copies-only"])
+def test_spatial_layout_copies(benchmark, layout):
+    """What the copies of the modules' layout cost (docs/kernels.md, "Layouts").
+
+    ``GuidedNonLocal`` passes its [B, k, H, W] projections as [B, N, k] views (position
+    stride 1) and transposes the [B, N, C] result back; the fused kernels copy the views
+    to contiguous tensors.  "module-views" times forward + backward of the first fused
+    provider on exactly that path, "contiguous" the same on inputs copied outside the
+    measurement (no output transpose), "copies-only" the five input copies and the
+    output transpose alone."""
+    fused = [p for p in harness.providers("spatial", DEV, DTYPE)
+             if p not in ("reference", "eager", "compile")]
+    if not fused:
+        pytest.skip("no fused spatial backend on this device")
+    provider, side = fused[0], 64
+    n, (d, dg, c) = side * side, SPATIAL_DIMS[-1]
+    channel_major = [torch.randn(BATCH, k, n, device=DEV).to(DTYPE) for k in (d, d, dg, dg, c)]
+    views = [x.requires_grad_().transpose(1, 2) for x in channel_major]
+    copies = [v.detach().contiguous().requires_grad_() for v in views]
+    fn = harness.op_fn("spatial", provider)
+    grad_out = torch.randn(BATCH, c, n, device=DEV, dtype=DTYPE)
+    out_like = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
+
+    def step():
+        if layout == "copies-only":
+            return [v.contiguous() for v in views] + [out_like.transpose(1, 2).contiguous()]
+        if layout == "contiguous":
+            out = fn(*copies)
+            return torch.autograd.grad(out, copies, grad_out.transpose(1, 2))
+        out = fn(*views).transpose(1, 2).contiguous()  # back to [B, C, N] (then [B, C, H, W])
+        return torch.autograd.grad(out, channel_major, grad_out)
+
+    step()
+    _info(benchmark, op="spatial-layout", provider=f"{provider}-{layout}", B=BATCH, N=n, d=d,
+          dg=dg, C=c, mode="forward+backward")
+    _run(benchmark, step, rounds=10)

@@ -22,12 +22,17 @@
 //       The channel ops are written with ATen calls (CompositeExplicitAutograd), so every
 //       device has them; a device may still register its own kernels.
 //
-// Mathematics: shared/design/kernels.md (two key-block passes, expm1 form, backward by
-// recomputation from the per-row statistics).
+// The operator contract (definitions, saved statistics, gradients, numerics and
+// tolerances): docs/kernels.md.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DispatchKeySet.h>
 #include <c10/core/ScalarType.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
 
 namespace ggnet {
 
@@ -36,9 +41,31 @@ inline at::ScalarType acc_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// Held by every kernel that calls ATen operators: the custom ops fall through autocast's
+// dispatch keys, so without it an inner at::bmm would run in float16/bfloat16 under
+// autocast; the contract (docs/kernels.md) is to compute from the inputs' dtype.
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
+
 // Shape/dtype/device checks shared by every device's spatial kernels.
 void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi,
                           const at::Tensor& eta, const at::Tensor& rho,
                           const at::Tensor& mu);
+
+// The channel operator's options after check_channel_args.
+struct ChannelMode {
+  bool matmul;      // combine == "matmul" (else "product")
+  bool max_minus;   // stabilize == "max-minus" (else None)
+  std::optional<double> scale;
+};
+
+// The checks every device's channel kernels start with: y and g [B, C, N] of one shape,
+// one floating dtype and one device, not empty; combine in {"product", "matmul"},
+// stabilize None or "max-minus", scale None or > 0.  Raises ValueError/TypeError naming
+// the argument; returns the parsed options.
+ChannelMode check_channel_args(const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
+                               std::optional<c10::string_view> stabilize,
+                               std::optional<double> scale);
 
 }  // namespace ggnet

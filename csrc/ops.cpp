@@ -38,6 +38,29 @@ void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi, const 
                     "ggnet_fast::spatial: inputs must not be empty");
 }
 
+ChannelMode check_channel_args(const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
+                               std::optional<c10::string_view> stabilize,
+                               std::optional<double> scale) {
+  TORCH_CHECK_VALUE(y.dim() == 3, "ggnet_fast::channel: y must be [B, C, N], got ", y.sym_sizes());
+  TORCH_CHECK_VALUE(g.sym_sizes() == y.sym_sizes(), "ggnet_fast::channel: g must have y's shape ",
+                    y.sym_sizes(), ", got ", g.sym_sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(y.scalar_type()),
+                   "ggnet_fast::channel: y must be floating point, got ", y.scalar_type());
+  TORCH_CHECK_TYPE(g.scalar_type() == y.scalar_type(), "ggnet_fast::channel: g has dtype ",
+                   g.scalar_type(), " but y has ", y.scalar_type());
+  TORCH_CHECK_VALUE(g.device() == y.device(), "ggnet_fast::channel: g is on ", g.device(),
+                    " but y is on ", y.device());
+  TORCH_CHECK_VALUE(y.sym_numel() > 0, "ggnet_fast::channel: inputs must not be empty");
+  TORCH_CHECK_VALUE(combine == "product" || combine == "matmul",
+                    "ggnet_fast::channel: combine must be 'product' or 'matmul', got '",
+                    std::string(combine), "'");
+  TORCH_CHECK_VALUE(!stabilize.has_value() || *stabilize == "max-minus",
+                    "ggnet_fast::channel: stabilize must be None or 'max-minus', got '",
+                    std::string(*stabilize), "'");
+  TORCH_CHECK_VALUE(!scale.has_value() || *scale > 0, "ggnet_fast::channel: scale must be > 0");
+  return {combine == "matmul", stabilize.has_value(), scale};
+}
+
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -110,33 +133,6 @@ at::Tensor spatial_autograd(const at::Tensor& theta, const at::Tensor& phi, cons
 }
 
 // ---------------------------------------------------------------- channel (ATen calls)
-struct ChannelMode {
-  bool matmul;      // combine == "matmul"
-  bool max_minus;   // stabilize == "max-minus"
-  std::optional<double> scale;
-};
-
-ChannelMode channel_mode(c10::string_view combine, std::optional<c10::string_view> stabilize,
-                         std::optional<double> scale) {
-  TORCH_CHECK_VALUE(combine == "product" || combine == "matmul",
-                    "ggnet_fast::channel: combine must be 'product' or 'matmul', got '",
-                    std::string(combine), "'");
-  TORCH_CHECK_VALUE(!stabilize.has_value() || *stabilize == "max-minus",
-                    "ggnet_fast::channel: stabilize must be None or 'max-minus', got '",
-                    std::string(*stabilize), "'");
-  TORCH_CHECK_VALUE(!scale.has_value() || *scale > 0, "ggnet_fast::channel: scale must be > 0");
-  return {combine == "matmul", stabilize.has_value(), scale};
-}
-
-void check_channel_inputs(const at::Tensor& y, const at::Tensor& g) {
-  TORCH_CHECK_VALUE(y.dim() == 3, "ggnet_fast::channel: y must be [B, C, N], got ", y.sym_sizes());
-  TORCH_CHECK_VALUE(g.sym_sizes() == y.sym_sizes(), "ggnet_fast::channel: g must have y's shape ",
-                    y.sym_sizes(), ", got ", g.sym_sizes());
-  TORCH_CHECK_TYPE(g.scalar_type() == y.scalar_type() && at::isFloatingType(y.scalar_type()),
-                   "ggnet_fast::channel: y and g must share one floating dtype");
-  TORCH_CHECK_VALUE(g.device() == y.device(), "ggnet_fast::channel: y and g on different devices");
-}
-
 // Row softmaxes of the two Gram matrices and their combination M (before stabilisation).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_maps(const at::Tensor& y, const at::Tensor& g,
                                                             const ChannelMode& mode) {
@@ -155,13 +151,13 @@ at::Tensor stabilized(const at::Tensor& m, const ChannelMode& mode) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_fwd_composite(
     const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
     std::optional<c10::string_view> stabilize, std::optional<double> scale) {
-  check_channel_inputs(y, g);
-  const ChannelMode mode = channel_mode(combine, stabilize, scale);
+  const ChannelMode mode = check_channel_args(y, g, combine, stabilize, scale);
+  const NoAutocast no_autocast;
   const auto acc = acc_type(y.scalar_type());
   const at::Tensor yc = y.to(acc), gc = g.to(acc);
   auto [sz, sg, m] = channel_maps(yc, gc, mode);
   // Q = softmax(logits) with logits in [0, 1] is within a factor e of uniform; the expm1
-  // form (kernels.md) keeps the small modulation of Q @ Y at full relative precision:
+  // form (docs/kernels.md) keeps the small modulation of Q @ Y at full relative precision:
   // Q @ Y = (sum_k Y_k + expm1(logits) @ Y) / (C + sum expm1(logits)).
   const at::Tensor e = at::expm1(stabilized(m, mode));
   const at::Tensor denom = e.sum(-1, true).add(c10::Scalar(y.sym_size(1)));
@@ -178,8 +174,8 @@ std::tuple<at::Tensor, at::Tensor> channel_bwd_composite(
     const at::Tensor& grad_out, const at::Tensor& y, const at::Tensor& g, const at::Tensor& sz,
     const at::Tensor& sg, const at::Tensor& m, c10::string_view combine,
     std::optional<c10::string_view> stabilize, std::optional<double> scale) {
-  check_channel_inputs(y, g);
-  const ChannelMode mode = channel_mode(combine, stabilize, scale);
+  const ChannelMode mode = check_channel_args(y, g, combine, stabilize, scale);
+  const NoAutocast no_autocast;
   const auto acc = acc_type(y.scalar_type());
   const at::Tensor yc = y.to(acc), gc = g.to(acc), go = grad_out.to(acc);
   const at::Tensor q = at::softmax(stabilized(m, mode), -1);

@@ -1,5 +1,5 @@
 """An independent float64 NumPy implementation of both operators, with the
-analytical backward of ``shared/design/kernels.md`` written out by hand.
+analytical backward of ``docs/kernels.md`` written out by hand.
 
 It shares no code with ``ggnet_fast`` (no torch, no autograd), so agreeing with it
 checks both the library's forward and the gradient formulas the fused kernels use.

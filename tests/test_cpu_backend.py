@@ -1,12 +1,13 @@
-"""The fused C++ ``cpu`` backend (csrc/cpu/) against the float64 reference.
+"""The fused C++ ``cpu`` backend (csrc/cpu/): what is specific to it.
 
-Both operators, forward (the spatial output is checked on its modulation
-delta = o - mean(mu), the channel output on out - mean_c(y)) and every input gradient,
-at odd sizes spanning several 64-query / 256-key tiles with ragged edges, batch > 1,
-float32 and bfloat16 (float64 reference on the same bf16-rounded values), with both
-libraries of the tile products (oneDNN and BLAS), plus gradcheck in float64,
-torch.library.opcheck, torch.compile(fullgraph=True), dispatch, determinism across
-thread counts and bad inputs.
+The contract every backend meets (both operators against float64 in every dtype and
+mode, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
+tests/test_backend_contract.py.  Here: the spatial operator against float64 on both of
+its tile paths (whole-row strips and streaming tiles, ``GGNET_CPU_TILE_BYTES``) with both
+libraries of the tile products (oneDNN and BLAS, ``GGNET_CPU_GEMM``), at sizes up to
+N ~ 1000 (several 64-query / 256-key tiles with ragged edges), gradcheck in float64 on
+both tile paths, determinism across thread counts, dispatch and bad inputs at the
+operator level.
 
 Tolerances (relative Frobenius error against float64):
 * forward delta: 1e-3, and at most 3x (+1e-6) the error of the reference backend run in
@@ -22,17 +23,14 @@ import os
 import pytest
 import torch
 
+from contract import (SPATIAL_NAMES, agreeing_spatial_inputs, grads_of, rel_err,
+                      spatial_inputs)
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
-from ggnet_fast.backends import record_dispatch, reference, unavailable_reason
-
-from compile_check import assert_compile_matches_eager
+from ggnet_fast.backends import get_backend, record_dispatch, reference, unavailable_reason
 
 if os.environ.get("GGNET_CPU_EXT") == "0":
     pytest.skip("installed with GGNET_CPU_EXT=0: no compiled extension", allow_module_level=True)
 
-from ggnet_fast.backends import cpu  # noqa: E402
-
-SPATIAL_NAMES = ("theta", "phi", "eta", "rho", "mu")
 TOL = {torch.float32: (1e-3, 5e-5), torch.bfloat16: (1e-3, 1e-2)}  # (forward delta, grads)
 SPATIAL_SIZES = [  # (B, N, d, dg, C)
     (2, 7 * 9, 5, 3, 11),
@@ -43,36 +41,6 @@ SPATIAL_SIZES = [  # (B, N, d, dg, C)
 
 def setup_module():
     assert unavailable_reason("cpu") is None, unavailable_reason("cpu")
-
-
-def rel_err(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = x.detach().double(), y.detach().double()
-    return float((x - y).norm() / y.norm().clamp_min(1e-300))
-
-
-def spatial_inputs(shape, dtype, scale=1.5):
-    b, n, d, dg, c = shape
-    dims = (d, d, dg, dg, c)
-    return [(scale * torch.randn(b, n, k)).to(dtype) for k in dims]
-
-
-def agreeing_spatial_inputs(shape, dtype, scale=1.5):
-    """Like :func:`spatial_inputs`, but the guidance keys agree with the feature keys (as in
-    a trained GG-Net), so the modulation delta stands well above float32 rounding of o.
-    With independent random guidance, delta can be so small at N ~ 1000 that even the
-    float32 reference misses it by more than the forward tolerance."""
-    theta, phi, eta, rho, mu = spatial_inputs(shape, torch.float32, scale)
-    dg = eta.shape[-1]
-    eta = theta[..., :dg] + 0.5 * eta
-    rho = phi[..., :dg] + 0.5 * rho
-    return [x.to(dtype) for x in (theta, phi, eta, rho, mu)]
-
-
-def grads_of(fn, inputs, dout):
-    leaves = [x.detach().requires_grad_() for x in inputs]
-    out = fn(*leaves)
-    grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
-    return out.detach(), grads
 
 
 @pytest.fixture(params=["strip", "streaming"])
@@ -145,54 +113,8 @@ def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, tiling,
         assert rel_err(g, r) < grad_tol, f"d{name} seed={seed} err={rel_err(g, r)}"
 
 
-def test_spatial_output_dtype_follows_out_dtype(seed):
-    inputs = spatial_inputs((2, 30, 4, 4, 6), torch.bfloat16)
-    assert guided_spatial_attention(*inputs, backend="cpu").dtype == torch.bfloat16
-    assert guided_spatial_attention(*inputs, backend="cpu",
-                                    out_dtype=torch.float32).dtype == torch.float32
-
-
-def test_spatial_float16_inputs(seed):
-    inputs = spatial_inputs((2, 45, 6, 5, 7), torch.float16)
-    out = guided_spatial_attention(*inputs, backend="cpu", out_dtype=torch.float32)
-    ref = reference.spatial(*(x.double() for x in inputs), combine="product",
-                            out_dtype=torch.float64)
-    mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
-    assert rel_err(out.double() - mean_mu, ref - mean_mu) < 2e-4, f"seed={seed}"
-
-
-CHANNEL_MODES = [(c, s, k) for c in ("product", "matmul") for s in (None, "max-minus")
-                 for k in (None, 0.05)]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("combine,stabilize,scale", CHANNEL_MODES)
-def test_channel_forward_and_gradients_match_float64(seed, dtype, combine, stabilize, scale):
-    b, c, n = 2, 13, 7 * 11
-    inputs = [(0.3 * torch.randn(b, c, n)).to(dtype) for _ in range(2)]
-    dout = torch.randn(b, c, n)
-    kw = dict(combine=combine, stabilize=stabilize, scale=scale)
-    with record_dispatch() as calls:
-        out, grads = grads_of(
-            lambda y, g: guided_channel_attention(y, g, out_dtype=torch.float32, **kw),
-            inputs, dout)
-    assert calls == [("channel", "cpu")]
-    ref_out, ref_grads = grads_of(
-        lambda y, g: reference.channel(y, g, out_dtype=torch.float64, **kw),
-        [x.double() for x in inputs], dout.double())
-    fwd_tol, grad_tol = TOL[dtype]
-    mean_y = inputs[0].double().mean(dim=1, keepdim=True)
-    ref32 = reference.channel(*(x.float() for x in inputs), out_dtype=torch.float32, **kw)
-    err = rel_err(out.double() - mean_y, ref_out - mean_y)
-    err_ref32 = rel_err(ref32.double() - mean_y, ref_out - mean_y)
-    assert err < fwd_tol and err <= 3 * err_ref32 + 1e-6, f"seed={seed} {err=} {err_ref32=}"
-    for name, g, r, x in zip(("y", "g"), grads, ref_grads, inputs):
-        assert g.dtype == x.dtype
-        assert rel_err(g, r) < grad_tol, f"d{name} seed={seed} err={rel_err(g, r)}"
-
-
 def test_gradcheck_float64(seed, tiling):
-    spatial = [x.requires_grad_() for x in spatial_inputs((2, 11, 3, 2, 4), torch.float64, 1.0)]
+    spatial = [x.requires_grad_() for x in spatial_inputs((2, 11, 3, 2, 4), torch.float64, scale=1.0)]
     assert torch.autograd.gradcheck(
         lambda *x: guided_spatial_attention(*x, backend="cpu"), spatial)
     for combine, stabilize, scale in [("product", None, None), ("matmul", "max-minus", 0.1)]:
@@ -200,22 +122,6 @@ def test_gradcheck_float64(seed, tiling):
         assert torch.autograd.gradcheck(
             lambda y, g: guided_channel_attention(y, g, combine=combine, stabilize=stabilize,
                                                   scale=scale, backend="cpu"), (y, g))
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(seed, dtype):
-    spatial = [x.requires_grad_() for x in spatial_inputs((2, 19, 4, 3, 5), dtype)]
-    torch.library.opcheck(torch.ops.ggnet_fast.spatial.default, spatial)
-    torch.library.opcheck(torch.ops.ggnet_fast.spatial_fwd.default, [x.detach() for x in spatial])
-    y, g = (torch.randn(2, 6, 10, dtype=dtype, requires_grad=True) for _ in range(2))
-    torch.library.opcheck(torch.ops.ggnet_fast.channel.default, (y, g, "matmul", "max-minus", 0.2))
-    torch.library.opcheck(torch.ops.ggnet_fast.channel.default, (y, g, "product", None, None))
-
-
-def test_torch_compile_fullgraph(seed):
-    inputs = spatial_inputs((2, 40, 6, 4, 8), torch.float32)
-    y, g = (0.3 * torch.randn(2, 8, 40) for _ in range(2))
-    assert_compile_matches_eager("cpu", inputs, y, g, seed)
 
 
 def test_results_do_not_depend_on_thread_count(seed, tiling, gemm_library):
@@ -234,19 +140,6 @@ def test_results_do_not_depend_on_thread_count(seed, tiling, gemm_library):
         assert torch.equal(a, b), f"seed={seed}"
 
 
-def test_non_contiguous_inputs(seed):
-    b, n, d, c = 2, 50, 6, 9
-    theta = torch.randn(b, d, n).transpose(1, 2)
-    mu = torch.randn(b, c, n).transpose(1, 2)
-    rest = [torch.randn(b, n, d) for _ in range(3)]
-    inputs = [theta, rest[0], rest[1], rest[2], mu]
-    out = guided_spatial_attention(*inputs, backend="cpu")
-    ref = reference.spatial(*(x.double() for x in inputs), combine="product",
-                            out_dtype=torch.float64)
-    mean_mu = mu.double().mean(dim=1, keepdim=True)
-    assert rel_err(out.double() - mean_mu, ref - mean_mu) < 2e-4, f"seed={seed}"
-
-
 def test_auto_dispatch_and_unsupported_cases():
     inputs = spatial_inputs((1, 20, 4, 4, 4), torch.float32)
     with record_dispatch() as calls:
@@ -254,6 +147,7 @@ def test_auto_dispatch_and_unsupported_cases():
     assert calls == [("spatial", "reference")]  # the cpu backend declines N x N products
     with pytest.raises(ValueError, match="matmul"):
         guided_spatial_attention(*inputs, combine="matmul", backend="cpu")
+    cpu = get_backend("cpu")
     assert cpu.unsupported("spatial", "cuda", torch.float32, {"combine": "product"})
     assert cpu.unsupported("channel", "cpu", torch.bfloat16, {"combine": "matmul"}) is None
 
@@ -275,8 +169,3 @@ def test_bad_inputs_raise_named_errors():
         ops.channel(t[0], t[1], "product", "min-plus", None)
     with pytest.raises(ValueError, match="g must have"):
         ops.channel(t[0], t[4], "product", None, None)
-    # the public API checks first, naming the argument
-    with pytest.raises(ValueError, match="rho"):
-        guided_spatial_attention(t[0], t[1], t[2], torch.randn(2, 9, 4), t[4], backend="cpu")
-    with pytest.raises(TypeError, match="theta"):
-        guided_spatial_attention(t[0].int(), t[1], t[2], t[3], t[4], backend="cpu")

@@ -1,4 +1,8 @@
-"""The fused CUDA C++ ``cuda`` backend (csrc/cuda/) against the float64 reference.
+"""The fused CUDA C++ ``cuda`` backend (csrc/cuda/): what is specific to it.
+
+The contract every backend meets (both operators against float64 in every dtype and
+mode, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
+tests/test_backend_contract.py, which runs the cuda backend on a GPU.
 
 Runs everywhere (CPU-only machines included):
 * the compiled extension either exposes CUDA kernels for every operator (built with
@@ -9,12 +13,13 @@ Runs everywhere (CPU-only machines included):
   threads, barriers, an emulated WMMA) against float64, when g++ and the CUDA headers
   are there (~1 min).
 
-Needs a GPU (skipped otherwise): both operators, forward (the spatial output is checked
-on its modulation delta = o - mean(mu), with a mean offset in mu so that a kernel whose
-normaliser L disagrees with its weights fails) and every input gradient, at odd sizes
-with ragged tiles, batch > 1, float32/float16/bfloat16 (float64 reference on the same
-rounded values), on the tensor-core path and on the scalar path (GGNET_CUDA_SCALAR=1);
-opcheck, torch.compile(fullgraph=True), determinism, memory O(N), bad inputs.
+Needs a GPU (skipped otherwise): the spatial operator, forward (the spatial output is
+checked on its modulation delta = o - mean(mu), with a mean offset in mu so that a kernel
+whose normaliser L disagrees with its weights fails) and every input gradient, at odd
+sizes with ragged tiles and both load paths, batch > 1, float32/float16/bfloat16 (float64
+reference on the same rounded values), on the tensor-core path and on the scalar path
+(GGNET_CUDA_SCALAR=1), with the path each takes; diffuse attention and small gradients;
+determinism, memory O(N), bad inputs.
 
 Tolerances (relative Frobenius error against float64):
 * forward delta: 1e-3 on the scalar path (float32 arithmetic on exactly upcast inputs),
@@ -39,13 +44,11 @@ import subprocess
 import pytest
 import torch
 
+from contract import SPATIAL_NAMES, grads_of, rel_err, spatial_reference
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
-from ggnet_fast.backends import _extension, cuda, record_dispatch, reference, unavailable_reason
-
-from compile_check import assert_compile_matches_eager
+from ggnet_fast.backends import extension, record_dispatch, reference, unavailable_reason
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SPATIAL_NAMES = ("theta", "phi", "eta", "rho", "mu")
 CUDA_KERNEL_OPS = ("spatial_fwd", "spatial_bwd", "channel_fwd")  # registered in ops_cuda.cpp
 
 requires_cuda_backend = pytest.mark.skipif(
@@ -66,16 +69,16 @@ def test_cu_sources_do_not_include_torch_headers():
 
 def test_compiled_module_exposes_cuda_kernels_or_says_why_not():
     reason = unavailable_reason("cuda")
-    if _extension.load() is None:
-        assert reason == _extension.unavailable_reason() and "ggnet_fast._C" in reason
+    if extension.load() is None:
+        assert reason == extension.unavailable_reason() and "ggnet_fast._C" in reason
         return
-    if not _extension.with_cuda():
-        assert not any(_extension.has_kernel(op, "CUDA") for op in CUDA_KERNEL_OPS)
+    if not extension.with_cuda():
+        assert not any(extension.has_kernel(op, "CUDA") for op in CUDA_KERNEL_OPS)
         assert "without its CUDA kernels" in reason
         return
     for op in (*CUDA_KERNEL_OPS, "spatial_cuda_path"):
-        assert _extension.has_kernel(op, "CUDA"), f"no CUDA kernel for ggnet_fast::{op}"
-    for op in _extension.OPS:  # spatial/channel/channel_bwd: autograd + composite kernels
+        assert extension.has_kernel(op, "CUDA"), f"no CUDA kernel for ggnet_fast::{op}"
+    for op in extension.OPS:  # spatial/channel/channel_bwd: autograd + composite kernels
         assert torch._C._dispatch_has_computed_kernel_for_dispatch_key(
             f"ggnet_fast::{op}", "CUDA"), f"ggnet_fast::{op} cannot run on CUDA"
     if not torch.cuda.is_available():
@@ -85,8 +88,8 @@ def test_compiled_module_exposes_cuda_kernels_or_says_why_not():
 @pytest.mark.skipif(os.environ.get("GGNET_CUDA") != "1",
                     reason="only required when the build was asked for CUDA (GGNET_CUDA=1)")
 def test_cuda_build_was_requested_and_happened():
-    assert _extension.load() is not None, _extension.unavailable_reason()
-    assert _extension.with_cuda(), "GGNET_CUDA=1 but ggnet_fast._C has no CUDA kernels"
+    assert extension.load() is not None, extension.unavailable_reason()
+    assert extension.with_cuda(), "GGNET_CUDA=1 but ggnet_fast._C has no CUDA kernels"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
@@ -102,6 +105,7 @@ def test_explicit_request_without_gpu_raises_the_reason():
 
 
 def test_unsupported_reasons():
+    cuda = extension.CUDA
     opts = {"combine": "product", "out_dtype": torch.float32, "shape": {"B": 2, "N": 9}}
     assert "CUDA tensors only" in cuda.unsupported("spatial", "cpu", torch.float32, opts)
     assert "matmul" in cuda.unsupported("spatial", "cuda", torch.float32,
@@ -186,11 +190,6 @@ SPATIAL_SIZES = [  # (B, N, d, dg, C): ragged tiles, both load paths, both C var
 ]
 
 
-def rel_err(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = x.detach().double(), y.detach().double()
-    return float((x - y).norm() / y.norm().clamp_min(1e-300))
-
-
 def spatial_inputs(shape, dtype, scale=1.5, mu_offset=2.0):
     """Scores with standard deviation <= ~9 (scale shrinks for d, dg > 16): more peaked
     softmaxes make da = p dp - Sx R cancel far below its terms, so float32 itself (any
@@ -201,13 +200,6 @@ def spatial_inputs(shape, dtype, scale=1.5, mu_offset=2.0):
           for k in dims[:4]]
     xs.append(scale * torch.randn(b, n, c, device=DEV) + mu_offset)
     return [x.to(dtype) for x in xs]
-
-
-def grads_of(fn, inputs, dout):
-    leaves = [x.detach().requires_grad_() for x in inputs]
-    out = fn(*leaves)
-    grads = torch.autograd.grad(out, leaves, dout.to(out.dtype))
-    return out.detach(), grads
 
 
 @pytest.fixture(params=["tc", "scalar"])
@@ -243,9 +235,7 @@ def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, path):
     for backward, expect in ((False, expect_fwd), (True, expect_bwd)):
         taken = torch.ops.ggnet_fast.spatial_cuda_path(inputs[0], inputs[2], inputs[4], backward)
         assert taken == ("tensor-cores" if expect else "scalar"), f"{backward=}"
-    ref_out, ref_grads = grads_of(
-        lambda *x: reference.spatial(*x, combine="product", out_dtype=torch.float64),
-        [x.double() for x in inputs], dout.double())
+    ref_out, ref_grads = spatial_reference(inputs, dout)
     mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
     delta, delta_ref = out.double() - mean_mu, ref_out - mean_mu
     assert delta_ref.abs().max() > 1e-4  # the modulation is really there
@@ -279,9 +269,7 @@ def test_diffuse_attention_and_small_gradients(seed, dtype):
     out, grads = grads_of(
         lambda *x: guided_spatial_attention(*x, out_dtype=torch.float32, backend="cuda"),
         inputs, dout)
-    ref_out, ref_grads = grads_of(
-        lambda *x: reference.spatial(*x, combine="product", out_dtype=torch.float64),
-        [x.double() for x in inputs], dout.double())
+    ref_out, ref_grads = spatial_reference(inputs, dout)
     mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
     delta_ref = ref_out - mean_mu
     floor = rel_err(ref_out.float().double() - mean_mu, delta_ref)
@@ -289,73 +277,6 @@ def test_diffuse_attention_and_small_gradients(seed, dtype):
     assert err < 1e-2 + 3 * floor, f"delta seed={seed} {err=} {floor=}"
     for name, g, r in zip(SPATIAL_NAMES, grads, ref_grads):
         assert rel_err(g, r) < TOL_GRAD[dtype], f"d{name} seed={seed} err={rel_err(g, r)}"
-
-
-@requires_cuda_backend
-def test_spatial_output_dtype_follows_out_dtype(seed):
-    inputs = spatial_inputs((2, 30, 4, 4, 6), torch.bfloat16)
-    assert guided_spatial_attention(*inputs, backend="cuda").dtype == torch.bfloat16
-    out = guided_spatial_attention(*inputs, backend="cuda", out_dtype=torch.float32)
-    assert out.dtype == torch.float32
-
-
-CHANNEL_MODES = [(c, s, k) for c in ("product", "matmul") for s in (None, "max-minus")
-                 for k in (None, 0.05)]
-
-
-@requires_cuda_backend
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("combine,stabilize,scale", CHANNEL_MODES)
-def test_channel_forward_and_gradients_match_float64(seed, dtype, combine, stabilize, scale):
-    b, c, n = 2, 13, 7 * 11
-    inputs = [(0.3 * torch.randn(b, c, n, device=DEV)).to(dtype) for _ in range(2)]
-    dout = torch.randn(b, c, n, device=DEV)
-    kw = dict(combine=combine, stabilize=stabilize, scale=scale)
-    with record_dispatch() as calls:
-        out, grads = grads_of(lambda y, g: guided_channel_attention(
-            y, g, out_dtype=torch.float32, backend="cuda", **kw), inputs, dout)
-    assert calls == [("channel", "cuda")]
-    ref_out, ref_grads = grads_of(
-        lambda y, g: reference.channel(y, g, out_dtype=torch.float64, **kw),
-        [x.double() for x in inputs], dout.double())
-    mean_y = inputs[0].double().mean(dim=1, keepdim=True)
-    err = rel_err(out.double() - mean_y, ref_out - mean_y)
-    assert err < 1e-3, f"seed={seed} {err=}"
-    for name, g, r, x in zip(("y", "g"), grads, ref_grads, inputs):
-        assert g.dtype == x.dtype
-        assert rel_err(g, r) < TOL_GRAD[dtype], f"d{name} seed={seed} err={rel_err(g, r)}"
-
-
-@requires_cuda_backend
-def test_channel_float64_matches_reference(seed):
-    y, g = (torch.randn(2, 5, 9, device=DEV, dtype=torch.float64) for _ in range(2))
-    for combine, stabilize, scale in CHANNEL_MODES:
-        kw = dict(combine=combine, stabilize=stabilize, scale=scale)
-        out = guided_channel_attention(y, g, backend="cuda", **kw)
-        ref = reference.channel(y, g, out_dtype=torch.float64, **kw)
-        assert rel_err(out - y.mean(1, True), ref - y.mean(1, True)) < 1e-10, f"{kw} seed={seed}"
-
-
-@requires_cuda_backend
-def test_opcheck(seed):
-    spatial = [x.requires_grad_() for x in spatial_inputs((2, 19, 4, 3, 5), torch.float32)]
-    torch.library.opcheck(torch.ops.ggnet_fast.spatial.default, spatial)
-    torch.library.opcheck(torch.ops.ggnet_fast.spatial_fwd.default, [x.detach() for x in spatial])
-    o, stats = torch.ops.ggnet_fast.spatial_fwd(*[x.detach() for x in spatial])
-    torch.library.opcheck(torch.ops.ggnet_fast.spatial_bwd.default,
-                          (torch.randn_like(o), *[x.detach() for x in spatial], o, stats))
-    y, g = (torch.randn(2, 6, 10, device=DEV, requires_grad=True) for _ in range(2))
-    torch.library.opcheck(torch.ops.ggnet_fast.channel.default, (y, g, "matmul", "max-minus", 0.2))
-    torch.library.opcheck(torch.ops.ggnet_fast.channel.default, (y, g, "product", None, None))
-    torch.library.opcheck(torch.ops.ggnet_fast.channel_fwd.default,
-                          (y.detach(), g.detach(), "product", None, None))
-
-
-@requires_cuda_backend
-def test_torch_compile_fullgraph(seed):
-    inputs = spatial_inputs((2, 40, 6, 4, 8), torch.float32)
-    y, g = (0.3 * torch.randn(2, 8, 40, device=DEV) for _ in range(2))
-    assert_compile_matches_eager("cuda", inputs, y, g, seed)
 
 
 @requires_cuda_backend
@@ -370,20 +291,6 @@ def test_results_are_deterministic(seed, dtype):
         runs.append((out, *torch.autograd.grad(out, inputs, dout)))
     for a, b in zip(*runs):
         assert torch.equal(a, b), f"seed={seed}"
-
-
-@requires_cuda_backend
-def test_non_contiguous_inputs(seed):
-    b, n, d, c = 2, 50, 6, 9
-    theta = torch.randn(b, d, n, device=DEV).transpose(1, 2)
-    mu = torch.randn(b, c, n, device=DEV).transpose(1, 2)
-    rest = [torch.randn(b, n, d, device=DEV) for _ in range(3)]
-    inputs = [theta, rest[0], rest[1], rest[2], mu]
-    out = guided_spatial_attention(*inputs, backend="cuda")
-    ref = reference.spatial(*(x.double() for x in inputs), combine="product",
-                            out_dtype=torch.float64)
-    mean_mu = mu.double().mean(dim=1, keepdim=True)
-    assert rel_err(out.double() - mean_mu, ref - mean_mu) < 1e-3, f"seed={seed}"
 
 
 @requires_cuda_backend

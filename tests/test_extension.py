@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import torch
 
-from ggnet_fast.backends import _extension
+from ggnet_fast.backends import extension
 
 if os.environ.get("GGNET_CPU_EXT") == "0":
     pytest.skip("installed with GGNET_CPU_EXT=0: no compiled extension", allow_module_level=True)
@@ -26,11 +26,11 @@ def has_kernel(op: str, key: str) -> bool:
 
 
 def test_compiled_module_exposes_every_op():
-    module = _extension.load()
-    assert module is not None, _extension.unavailable_reason()
-    assert _extension.unavailable_reason() is None
+    module = extension.load()
+    assert module is not None, extension.unavailable_reason()
+    assert extension.unavailable_reason() is None
     assert module.__name__ == "ggnet_fast._C"
-    for op in _extension.OPS:
+    for op in extension.OPS:
         assert hasattr(torch.ops.ggnet_fast, op), op
     for op in ("spatial_fwd", "spatial_bwd"):
         assert has_kernel(op, "CPU") and has_kernel(op, "Meta"), op
@@ -50,14 +50,14 @@ def test_loader_reports_why_the_extension_is_missing(monkeypatch):
     def missing(name):
         raise ModuleNotFoundError(f"No module named {name!r}")
 
-    monkeypatch.setattr(_extension, "_TRIED", False)
-    monkeypatch.setattr(_extension, "_MODULE", None)
-    monkeypatch.setattr(_extension, "_ERROR", None)
-    monkeypatch.setattr(_extension.importlib, "import_module", missing)
-    assert _extension.load() is None
-    reason = _extension.unavailable_reason()
+    monkeypatch.setattr(extension, "_TRIED", False)
+    monkeypatch.setattr(extension, "_MODULE", None)
+    monkeypatch.setattr(extension, "_ERROR", None)
+    monkeypatch.setattr(extension.importlib, "import_module", missing)
+    assert extension.load() is None
+    reason = extension.unavailable_reason()
     assert "not built" in reason and "pip install --no-build-isolation -e ." in reason
-    assert not _extension.has_kernel("spatial_fwd", "CPU")
+    assert not extension.has_kernel("spatial_fwd", "CPU")
 
 
 @pytest.mark.slow

@@ -1,29 +1,25 @@
-"""The Triton spatial kernels (``ggnet_fast/backends/triton/spatial_kernels.py``) vs float64.
+"""The Triton spatial kernels (``ggnet_fast/backends/triton/spatial_kernels.py``): what is
+specific to them.
 
-Without a GPU these run under ``TRITON_INTERPRET=1`` (set by conftest.py) on CPU tensors
-in float32 and float16 (the interpreter cannot do bfloat16; bf16 is in test_triton_gpu.py).
-Every test asserts that the triton backend really ran (no silent fallback).
-
-Tolerances (relative Frobenius errors against the float64 reference on the *same*
-rounded inputs; delta = o - mean_j(mu), the attention modulation):
-
-=========  ==========  ==========  ====================================================
-dtype      delta       gradients   why
-=========  ==========  ==========  ====================================================
-float32    2e-3        1e-4        plus 4x the error of the float64 result rounded to
-                                   float32 (o = (sum mu + e mu) / L takes ~3 roundings):
-                                   o ~ mean(mu) + delta, so the float32 rounding of o
-                                   alone can be 1e-2 of a small delta
-float16    5e-3        2e-2        e = expm1(p), do / L, da, db rounded to fp16 (2^-11)
-=========  ==========  ==========  ====================================================
+The contract (forward delta and every gradient against float64 in float32/float16 at odd
+sizes, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
+tests/test_backend_contract.py.  Here: both variants of the backward's R_i, GPU-like
+small tiles with C split in chunks, the tensors autograd saves (nothing N x N), the
+no-grad forward, the backend's unsupported reasons, and compilation for sm_90/sm_80.
+Without a GPU these run under ``TRITON_INTERPRET=1`` (set by conftest.py) on CPU tensors;
+bfloat16 is in test_triton_gpu.py.  Every test asserts that the triton backend really ran.
+Tolerances as in the contract (tests/contract.py): float32 delta 2e-3 plus 4x the error of
+the float64 result rounded to float32, gradients 1e-4.
 """
 import numpy as np
 import pytest
 import torch
 import triton
 
+from contract import (SPATIAL_NAMES, assert_matches_float64, rel_err, spatial_inputs,
+                      spatial_reference, tolerance)
 from ggnet_fast import guided_spatial_attention
-from ggnet_fast.backends import record_dispatch, reference
+from ggnet_fast.backends import get_backend, record_dispatch, reference
 from ggnet_fast.backends.triton import _config
 from ggnet_fast.backends.triton import spatial_kernels as tspatial
 
@@ -32,21 +28,11 @@ pytestmark = pytest.mark.skipif(
     reason="needs a CUDA device or TRITON_INTERPRET=1")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-NAMES = ("theta", "phi", "eta", "rho", "mu")
-TOL = {torch.float32: (2e-3, 1e-4), torch.float16: (5e-3, 2e-2)}
-
-
-def rel(x, y):
-    x, y = x.detach().double().cpu(), y.detach().double().cpu()
-    return float((x - y).norm() / y.norm().clamp_min(1e-300))
 
 
 def make_inputs(batch, n, d, dg, c, dtype):
     """Random inputs rounded to ``dtype``; mu has a non-zero mean (post-activation-like)."""
-    shapes = [(batch, n, d), (batch, n, d), (batch, n, dg), (batch, n, dg), (batch, n, c)]
-    xs = [torch.randn(s, dtype=torch.float64) for s in shapes]
-    xs[4] = xs[4] + 1.5
-    return [x.to(dtype).to(DEVICE) for x in xs]
+    return spatial_inputs((batch, n, d, dg, c), dtype, DEVICE, scale=1.0, mu_offset=1.5)
 
 
 def run_triton(inputs, dout, out_dtype=torch.float32):
@@ -58,34 +44,13 @@ def run_triton(inputs, dout, out_dtype=torch.float32):
     return out, [t.grad for t in ts]
 
 
-def run_reference(inputs, dout):
-    ts = [x.double().requires_grad_() for x in inputs]
-    out = reference.spatial(*ts, combine="product", out_dtype=torch.float64)
-    out.backward(dout.double())
-    return out, [t.grad for t in ts]
-
-
-def check(inputs, dtype, seed, out_dtype=torch.float32):
-    dout = torch.randn(inputs[4].shape, dtype=torch.float64).to(DEVICE)
-    out, grads = run_triton(inputs, dout, out_dtype)
-    ref, ref_grads = run_reference(inputs, dout)
-    assert out.dtype == out_dtype and out.shape == ref.shape
-    mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
-    tol_delta, tol_grad = TOL[dtype]
-    # the unavoidable part: the exact result rounded to the output dtype
-    tol_delta += 4 * rel(ref.to(out_dtype).double() - mean_mu, ref - mean_mu)
-    err = rel(out.double() - mean_mu, ref - mean_mu)
-    assert err < tol_delta, f"delta rel err {err:.2e} seed={seed}"
-    for name, g, rg in zip(NAMES, grads, ref_grads):
-        assert g.dtype == dtype
-        err = rel(g, rg)
-        assert err < tol_grad, f"d{name} rel err {err:.2e} seed={seed}"
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("n,d,dg,c", [(7 * 9, 5, 3, 6), (23 * 17, 12, 7, 10)])
-def test_forward_delta_and_all_gradients_vs_float64(seed, dtype, n, d, dg, c):
-    check(make_inputs(2, n, d, dg, c, dtype), dtype, seed)
+def check(inputs, dtype, seed):
+    dout = torch.randn(inputs[4].shape, device=DEVICE)
+    out, grads = run_triton(inputs, dout)
+    ref, ref_grads = spatial_reference(inputs, dout)
+    mean_mu = inputs[4].double().cpu().mean(dim=1, keepdim=True)
+    assert_matches_float64(out, grads, ref, ref_grads, inputs, mean_mu,
+                           tolerance("triton", "spatial", dtype), SPATIAL_NAMES, f"seed={seed}")
 
 
 def test_result_does_not_depend_on_the_r_variant(seed, monkeypatch):
@@ -96,10 +61,10 @@ def test_result_does_not_depend_on_the_r_variant(seed, monkeypatch):
     for mode in ("o2", "pass"):
         monkeypatch.setattr(tspatial, "R_MODE", mode)
         results[mode] = run_triton(inputs, dout)
-    ref, ref_grads = run_reference(inputs, dout)
-    for name, g1, g2, rg in zip(NAMES, results["o2"][1], results["pass"][1], ref_grads):
-        assert rel(g1, rg) < 1e-4 and rel(g2, rg) < 1e-4, f"d{name} seed={seed}"
-        assert rel(g1, g2) < 1e-5, f"d{name}: variants differ, seed={seed}"
+    ref, ref_grads = spatial_reference(inputs, dout)
+    for name, g1, g2, rg in zip(SPATIAL_NAMES, results["o2"][1], results["pass"][1], ref_grads):
+        assert rel_err(g1, rg) < 1e-4 and rel_err(g2, rg) < 1e-4, f"d{name} seed={seed}"
+        assert rel_err(g1, g2) < 1e-5, f"d{name}: variants differ, seed={seed}"
 
 
 def test_small_tiles_multiple_c_chunks(seed, monkeypatch):
@@ -111,18 +76,6 @@ def test_small_tiles_multiple_c_chunks(seed, monkeypatch):
     monkeypatch.setattr(tspatial._bwd_dq_kernel, "configs", one(BLOCK_M=32, BLOCK_N=16))
     monkeypatch.setattr(tspatial._bwd_dkv_kernel, "configs", one(BLOCK_M=16, BLOCK_N=32))
     check(make_inputs(2, 7 * 9, 5, 3, 40, torch.float32), torch.float32, seed)
-
-
-def test_half_output_dtype(seed):
-    """out_dtype=None returns float16; o itself (not delta) is then within fp16 rounding."""
-    inputs = make_inputs(2, 7 * 9, 5, 3, 6, torch.float16)
-    with record_dispatch() as calls:
-        out = guided_spatial_attention(*inputs, backend="triton")
-    assert calls == [("spatial", "triton")] and out.dtype == torch.float16
-    ref = reference.spatial(*(x.double() for x in inputs), combine="product",
-                            out_dtype=torch.float64)
-    err = (out.double() - ref).abs().max().item()
-    assert err < 2e-3 * ref.abs().max().item(), f"max abs err {err:.2e} seed={seed}"
 
 
 def test_autograd_saves_only_per_row_statistics(seed):
@@ -156,58 +109,22 @@ def test_no_grad_forward_skips_the_o2_accumulator():
     assert (out - ref).abs().max().item() < 1e-5
 
 
-def test_autocast_runs_in_the_input_dtype(seed):
-    inputs = make_inputs(2, 7 * 9, 5, 3, 6, torch.float32)
-    with torch.autocast(DEVICE, dtype=torch.float16 if DEVICE == "cpu" else torch.bfloat16):
-        with record_dispatch() as calls:
-            out = guided_spatial_attention(*inputs, backend="triton")
-    assert calls == [("spatial", "triton")] and out.dtype == torch.float32
-    ref = reference.spatial(*inputs, combine="product", out_dtype=torch.float32)
-    assert (out - ref).abs().max().item() < 1e-5, f"seed={seed}"
-
-
-def test_opcheck_forward_and_backward_ops():
-    inputs = [x.requires_grad_() for x in make_inputs(2, 5 * 3, 5, 3, 6, torch.float32)]
-    for save_o2 in (True, False):
-        torch.library.opcheck(tspatial.spatial_fwd, (*inputs, save_o2))
-    with torch.no_grad():
-        o, stats, o2 = tspatial.spatial_fwd(*inputs, True)
-    dout = torch.randn_like(o)
-    torch.library.opcheck(tspatial.spatial_bwd,
-                          (dout, *(x.detach() for x in inputs), o, stats, o2))
-
-
-def test_torch_compile_fullgraph(seed):
-    inputs = make_inputs(2, 7 * 9, 5, 3, 6, torch.float32)
-
-    def f(*xs):  # the public operator: checks, dispatch and the custom ops
-        out = guided_spatial_attention(*xs, backend="triton", out_dtype=torch.float32)
-        return out.square().sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    eager_in = [x.clone().requires_grad_() for x in inputs]
-    comp_in = [x.clone().requires_grad_() for x in inputs]
-    f(*eager_in).backward()
-    compiled(*comp_in).backward()
-    for a, b in zip(eager_in, comp_in):
-        assert rel(b.grad, a.grad) < 1e-6, f"seed={seed}"
-
-
 # ------------------------------------------------------------------ unsupported / errors
 def test_matmul_combine_is_rejected_and_auto_falls_back():
-    from ggnet_fast.backends import triton as tb
+    tb = get_backend("triton")
     opts = {"combine": "matmul", "out_dtype": torch.float32, "shape": {"d": 4, "dg": 4, "C": 4}}
     reason = tb.unsupported("spatial", "cuda", torch.float16, opts)
     assert reason is not None and "combine" in reason
     inputs = make_inputs(1, 10, 3, 3, 4, torch.float32)
     with pytest.raises(ValueError, match="combine"):
         guided_spatial_attention(*inputs, combine="matmul", backend="triton")
-    with pytest.raises(ValueError, match="combine"):
-        tb.spatial(*inputs, combine="matmul", out_dtype=torch.float32)
+    with record_dispatch() as calls:
+        guided_spatial_attention(*inputs, combine="matmul", backend="auto")
+    assert calls[0][1] != "triton"
 
 
 def test_unsupported_reasons():
-    from ggnet_fast.backends import triton as tb
+    tb = get_backend("triton")
     opts = {"combine": "product", "out_dtype": torch.float32, "shape": {"d": 4, "dg": 4, "C": 4}}
     assert tb.unsupported("spatial", "cuda", torch.float16, opts) is None
     assert "float64" in tb.unsupported("spatial", "cuda", torch.float64, opts)
@@ -225,14 +142,6 @@ def test_explicit_request_for_unsupported_dtype_raises():
     inputs = make_inputs(1, 10, 3, 3, 4, torch.float64)
     with pytest.raises(ValueError, match="float64"):
         guided_spatial_attention(*inputs, backend="triton")
-
-
-def test_non_contiguous_inputs(seed):
-    """Strided views (e.g. channel slices of a projection) give the same result."""
-    wide = make_inputs(2, 7 * 9, 10, 6, 12, torch.float32)
-    views = [x[..., ::2] for x in wide]  # d = 5, dg = 3, C = 6, non-contiguous
-    assert not any(v.is_contiguous() for v in views)
-    check(views, torch.float32, seed)
 
 
 def _compile_for_gpu(op, dims):

@@ -1,4 +1,4 @@
-// Fused element-wise parts of the channel operator (kernels.md, Eq. 4-5).
+// Fused element-wise parts of the channel operator (docs/kernels.md, Eq. 4-5).
 //
 // The C x C maps are small (C <= a few hundred), so they are materialised: the Gram
 // matrices, M = Sz @ Sg ("matmul" mode) and Q @ Y are batched GEMMs done by cuBLAS in

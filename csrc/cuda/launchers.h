@@ -21,9 +21,20 @@ namespace ggnet::cuda {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
+// The sizes of one spatial problem, the only way sizes travel from ops_cuda.cpp to the
+// launchers and on, by value, to every kernel.  Build it with make_spatial_sizes(): the
+// padded sizes are those of the tensor-core operands (n rounded up to 64 rows, the
+// feature widths d, dg, c rounded up to 16).
 struct SpatialSizes {
   int64_t batch, n, d, dg, c;
+  int64_t npad, dpad, dgpad, cpad;
 };
+
+inline SpatialSizes make_spatial_sizes(int64_t batch, int64_t n, int64_t d, int64_t dg,
+                                       int64_t c) {
+  const auto up = [](int64_t x, int64_t m) { return (x + m - 1) / m * m; };
+  return {batch, n, d, dg, c, up(n, 64), up(d, 16), up(dg, 16), up(c, 16)};
+}
 
 // Which code path the spatial forward takes: tensor cores (WMMA, bf16 inputs on
 // sm_80+, d, dg, C <= 256, tiles within the device's shared memory) or the scalar

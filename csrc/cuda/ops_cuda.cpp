@@ -63,7 +63,8 @@ ggnet::cuda::SpatialSizes spatial_sizes(const at::Tensor& theta, const at::Tenso
   const int64_t batch = theta.size(0);
   TORCH_CHECK_VALUE(batch <= 65535, "ggnet_fast::spatial: the CUDA kernels take B <= 65535, got ",
                     batch);
-  return {batch, theta.size(1), theta.size(2), eta.size(2), mu.size(2)};
+  return ggnet::cuda::make_spatial_sizes(batch, theta.size(1), theta.size(2), eta.size(2),
+                                         mu.size(2));
 }
 
 std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& theta, const at::Tensor& phi,
@@ -120,16 +121,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_b
   if (ggnet::cuda::spatial_bwd_uses_tensor_cores(dt, sz, device_major())) {
     // Tensor cores: operands zero-padded to [B, Npad, xpad] (fragments load straight from
     // global memory), grad_o split into hi + lo parts of the input dtype.
-    const int64_t npad = (sz.n + 63) / 64 * 64;
-    const auto pad = [&](const at::Tensor& x) {
-      at::Tensor out = at::zeros({sz.batch, npad, (x.size(2) + 15) / 16 * 16}, th.options());
+    const auto pad = [&](const at::Tensor& x, int64_t width) {
+      at::Tensor out = at::zeros({sz.batch, sz.npad, width}, th.options());
       out.narrow(1, 0, sz.n).narrow(2, 0, x.size(2)).copy_(x);
       return out;
     };
     const at::Tensor do_hi = go.to(th.scalar_type());
     const at::Tensor do_lo = (go - do_hi.to(at::kFloat)).to(th.scalar_type());
-    const at::Tensor thp = pad(th), php = pad(ph), etp = pad(et), rhp = pad(rh), mup = pad(mv),
-                     hip = pad(do_hi), lop = pad(do_lo);
+    const at::Tensor thp = pad(th, sz.dpad), php = pad(ph, sz.dpad), etp = pad(et, sz.dgpad),
+                     rhp = pad(rh, sz.dgpad), mup = pad(mv, sz.cpad), hip = pad(do_hi, sz.cpad),
+                     lop = pad(do_lo, sz.cpad);
     at::Tensor dth = at::empty(th.sizes(), f32), dph = at::empty(ph.sizes(), f32),
                det = at::empty(et.sizes(), f32), drh = at::empty(rh.sizes(), f32),
                dmu = at::empty(mv.sizes(), f32);
@@ -175,35 +176,21 @@ std::string spatial_cuda_path(const at::Tensor& theta, const at::Tensor& eta,
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_fwd_cuda(
     const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
     std::optional<c10::string_view> stabilize, std::optional<double> scale) {
-  TORCH_CHECK_VALUE(y.dim() == 3, "ggnet_fast::channel: y must be [B, C, N], got ", y.sizes());
-  TORCH_CHECK_VALUE(g.sizes() == y.sizes(), "ggnet_fast::channel: g must have y's shape ",
-                    y.sizes(), ", got ", g.sizes());
-  TORCH_CHECK_TYPE(g.scalar_type() == y.scalar_type(),
-                   "ggnet_fast::channel: y and g must share one dtype");
-  TORCH_CHECK_VALUE(g.device() == y.device(), "ggnet_fast::channel: y and g on different devices");
-  TORCH_CHECK_VALUE(combine == "product" || combine == "matmul",
-                    "ggnet_fast::channel: combine must be 'product' or 'matmul', got '",
-                    std::string(combine), "'");
-  TORCH_CHECK_VALUE(!stabilize.has_value() || *stabilize == "max-minus",
-                    "ggnet_fast::channel: stabilize must be None or 'max-minus', got '",
-                    std::string(*stabilize), "'");
-  TORCH_CHECK_VALUE(!scale.has_value() || *scale > 0, "ggnet_fast::channel: scale must be > 0");
-  TORCH_CHECK_TYPE(at::isFloatingType(y.scalar_type()),
-                   "ggnet_fast::channel: y must be floating point, got ", y.scalar_type());
-  TORCH_CHECK_VALUE(y.numel() > 0, "ggnet_fast::channel: inputs must not be empty");
+  const ggnet::ChannelMode mode = ggnet::check_channel_args(y, g, combine, stabilize, scale);
+  const ggnet::NoAutocast no_autocast;
   const c10::cuda::CUDAGuard guard(y.device());
   const int64_t batch = y.size(0), c = y.size(1);
   const auto acc = ggnet::acc_type(y.scalar_type());  // float64 stays float64 (ATen path)
   const at::Tensor yc = y.to(acc).contiguous(), gc = g.to(acc).contiguous();
   at::Tensor a = at::bmm(yc, yc.transpose(1, 2));
   at::Tensor b = at::bmm(gc, gc.transpose(1, 2));
-  if (scale.has_value()) {
-    a.mul_(*scale);
-    b.mul_(*scale);
+  if (mode.scale.has_value()) {
+    a.mul_(*mode.scale);
+    b.mul_(*mode.scale);
   }
   a = a.contiguous();
   b = b.contiguous();
-  const bool max_minus = stabilize.has_value();
+  const bool max_minus = mode.max_minus;
   at::Tensor sz, sg, m, e, lsum;
   if (acc == at::kDouble) {  // float64 (gradcheck): plain ATen, same formulas
     sz = at::softmax(a, -1);
@@ -217,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> channel_fwd_cuda(
         a.data_ptr<float>(), b.data_ptr<float>(), sz.data_ptr<float>(), sg.data_ptr<float>(),
         m.data_ptr<float>(), batch, c, c10::cuda::getCurrentCUDAStream()));
   }
-  if (combine == "matmul") m = at::bmm(sz, sg).contiguous();
+  if (mode.matmul) m = at::bmm(sz, sg).contiguous();
   if (acc == at::kDouble) {
     e = at::expm1(max_minus ? std::get<0>(m.max(-1, true)) - m : m);
     lsum = e.sum(-1, true).add_(static_cast<double>(c));

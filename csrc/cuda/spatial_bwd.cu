@@ -1,4 +1,4 @@
-// Backward of the guided spatial operator by recomputation (kernels.md), three kernels:
+// Backward of the guided spatial operator by recomputation (docs/kernels.md), three kernels:
 //
 //   rvec_kernel   (grid: query blocks x B): R_i = sum_j p_ij dp_ij, with
 //                 dp_ij = s_ij (ds_ij - D_i), ds_ij = do_i . mu_j, s_ij = exp(p_ij) / L_i.
@@ -43,13 +43,13 @@ __device__ __forceinline__ void load_rows(RowStats& rs, const float* st, const f
 template <typename T>
 __device__ __forceinline__ void recompute(Smem& sm, const T* th, const T* ph, const T* et,
                                           const T* rh, const float* go, const T* mv, int64_t i0,
-                                          int64_t j0, int64_t n, int64_t d, int64_t dg,
-                                          int64_t c, float (&a)[kMicro][kMicro],
+                                          int64_t j0, const SpatialSizes& sz,
+                                          float (&a)[kMicro][kMicro],
                                           float (&bb)[kMicro][kMicro],
                                           float (&ds)[kMicro][kMicro]) {
-  tile_scores(sm, th, i0, ph, j0, n, d, a);
-  tile_scores(sm, et, i0, rh, j0, n, dg, bb);
-  tile_scores(sm, go, i0, mv, j0, n, c, ds);
+  tile_scores(sm, th, i0, ph, j0, sz.n, sz.d, a);
+  tile_scores(sm, et, i0, rh, j0, sz.n, sz.dg, bb);
+  tile_scores(sm, go, i0, mv, j0, sz.n, sz.c, ds);
 }
 
 template <typename T>
@@ -57,9 +57,9 @@ __global__ void __launch_bounds__(kThreads)
     rvec_kernel(const float* __restrict__ grad_o, const T* __restrict__ theta,
                 const T* __restrict__ phi, const T* __restrict__ eta, const T* __restrict__ rho,
                 const T* __restrict__ mu, const float* __restrict__ stats,
-                const float* __restrict__ dvec, float* __restrict__ rvec, int64_t n, int64_t d,
-                int64_t dg, int64_t c) {
+                const float* __restrict__ dvec, float* __restrict__ rvec, SpatialSizes sz) {
   __shared__ Smem sm;
+  const int64_t n = sz.n, d = sz.d, dg = sz.dg, c = sz.c;
   const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kTile;
   const T* th = theta + b * n * d;
   const T* ph = phi + b * n * d;
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
   float racc[kMicro] = {0.f, 0.f, 0.f, 0.f};
   for (int64_t j0 = 0; j0 < n; j0 += kTile) {
     float a[kMicro][kMicro], bb[kMicro][kMicro], ds[kMicro][kMicro];
-    recompute(sm, th, ph, et, rh, go, mv, i0, j0, n, d, dg, c, a, bb, ds);
+    recompute(sm, th, ph, et, rh, go, mv, i0, j0, sz, a, bb, ds);
 #pragma unroll
     for (int cc = 0; cc < kMicro; ++cc) {
       if (j0 + tx + 16 * cc >= n) continue;
@@ -134,9 +134,9 @@ __global__ void __launch_bounds__(kThreads)
                  const T* __restrict__ phi, const T* __restrict__ eta, const T* __restrict__ rho,
                  const T* __restrict__ mu, const float* __restrict__ stats,
                  const float* __restrict__ dvec, const float* __restrict__ rvec,
-                 float* __restrict__ dtheta, float* __restrict__ deta, int64_t n, int64_t d,
-                 int64_t dg, int64_t c) {
+                 float* __restrict__ dtheta, float* __restrict__ deta, SpatialSizes sz) {
   __shared__ Smem sm;
+  const int64_t n = sz.n, d = sz.d, dg = sz.dg, c = sz.c;
   const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kTile;
   const T* th = theta + b * n * d;
   const T* ph = phi + b * n * d;
@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t j0 = 0; j0 < n; j0 += kTile) {
     float a[kMicro][kMicro], bb[kMicro][kMicro], ds[kMicro][kMicro];
-    recompute(sm, th, ph, et, rh, go, mv, i0, j0, n, d, dg, c, a, bb, ds);
+    recompute(sm, th, ph, et, rh, go, mv, i0, j0, sz, a, bb, ds);
     tile_grads(rs, j0, n, a, bb, ds);
     store_w(sm, a);
     tile_accumulate<false>(sm, dtheta + b * n * d, i0, ph, j0, n, d);
@@ -165,8 +165,9 @@ __global__ void __launch_bounds__(kThreads)
                  const T* __restrict__ mu, const float* __restrict__ stats,
                  const float* __restrict__ dvec, const float* __restrict__ rvec,
                  float* __restrict__ dphi, float* __restrict__ drho, float* __restrict__ dmu,
-                 int64_t n, int64_t d, int64_t dg, int64_t c) {
+                 SpatialSizes sz) {
   __shared__ Smem sm;
+  const int64_t n = sz.n, d = sz.d, dg = sz.dg, c = sz.c;
   const int64_t b = blockIdx.y, j0 = int64_t(blockIdx.x) * kTile;
   const T* th = theta + b * n * d;
   const T* ph = phi + b * n * d;
@@ -180,7 +181,7 @@ __global__ void __launch_bounds__(kThreads)
     RowStats rs;
     load_rows(rs, st, dvec + b * n, rvec + b * n, i0, n);
     float a[kMicro][kMicro], bb[kMicro][kMicro], ds[kMicro][kMicro];
-    recompute(sm, th, ph, et, rh, go, mv, i0, j0, n, d, dg, c, a, bb, ds);
+    recompute(sm, th, ph, et, rh, go, mv, i0, j0, sz, a, bb, ds);
     tile_grads(rs, j0, n, a, bb, ds);
     // The tile is (query i, key j); the block owns the key rows j0.. of the outputs.
     store_w(sm, ds);
@@ -205,16 +206,15 @@ cudaError_t backward_impl(const float* grad_o, const void* theta, const void* ph
   const T* et = static_cast<const T*>(eta);
   const T* rh = static_cast<const T*>(rho);
   const T* mv = static_cast<const T*>(mu);
-  rvec_kernel<T><<<grid, kThreads, 0, stream>>>(grad_o, th, ph, et, rh, mv, stats, dvec, rvec,
-                                                sz.n, sz.d, sz.dg, sz.c);
+  rvec_kernel<T><<<grid, kThreads, 0, stream>>>(grad_o, th, ph, et, rh, mv, stats, dvec, rvec, sz);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   qgrad_kernel<T><<<grid, kThreads, 0, stream>>>(grad_o, th, ph, et, rh, mv, stats, dvec, rvec,
-                                                 dtheta, deta, sz.n, sz.d, sz.dg, sz.c);
+                                                 dtheta, deta, sz);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   kgrad_kernel<T><<<grid, kThreads, 0, stream>>>(grad_o, th, ph, et, rh, mv, stats, dvec, rvec,
-                                                 dphi, drho, dmu, sz.n, sz.d, sz.dg, sz.c);
+                                                 dphi, drho, dmu, sz);
   return cudaGetLastError();
 }
 

@@ -19,7 +19,7 @@
 //   qside_kernel<kDq = true>:  dtheta_i, deta_i                       (query rows)
 //   kside_kernel<kDmu = true>: dmu_j = sum_i s_ij do_i                 (key rows)
 //   kside_kernel<kDmu = false>: dphi_j, drho_j                         (key rows)
-// Element-wise formulas as in spatial_bwd.cu (kernels.md).
+// Element-wise formulas as in spatial_bwd.cu (docs/kernels.md).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,7 +36,6 @@
 namespace ggnet::cuda::bwd_tc {
 
 using wmma_tiles::from_float;
-using wmma_tiles::round16;
 using wmma_tiles::to_float;
 
 constexpr int kWarps = 4;
@@ -44,15 +43,6 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = 16 * kWarps;
 constexpr int kMaxFrag = 16;  // accumulator fragments per warp (C <= 256, d + dg <= 256)
 constexpr int kLdw = 16 + 8;  // leading dimension of the per-warp weight tiles
-
-struct Dims {
-  int64_t n, npad, d, dg, c, dpad, dgpad, cpad;
-};
-
-__host__ __device__ inline Dims make_dims(const SpatialSizes& sz) {
-  return {sz.n, (sz.n + 63) / 64 * 64, sz.d, sz.dg, sz.c, round16(sz.d), round16(sz.dg),
-          round16(sz.c)};
-}
 
 // Per-warp shared memory: 3 float 16x16 scratch tiles + 6 T weight tiles [16][kLdw].
 template <typename T>
@@ -125,22 +115,22 @@ __global__ void __launch_bounds__(kThreads)
                  const T* __restrict__ do_hi, const T* __restrict__ do_lo,
                  const float* __restrict__ stats, const float* __restrict__ dvec,
                  float* __restrict__ rvec, float* __restrict__ dtheta, float* __restrict__ deta,
-                 Dims dm) {
+                 SpatialSizes sz) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
   __shared__ WarpSmem<T> smem[kWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   WarpSmem<T>& ws = smem[warp];
-  const int64_t b = blockIdx.y, n = dm.n, npad = dm.npad;
+  const int64_t b = blockIdx.y, n = sz.n, npad = sz.npad;
   const int64_t r0 = int64_t(blockIdx.x) * kRows + warp * 16;  // this warp's query rows
-  const T* th = theta + (b * npad + r0) * dm.dpad;
-  const T* et = eta + (b * npad + r0) * dm.dgpad;
-  const T* dh = do_hi + (b * npad + r0) * dm.cpad;
-  const T* dl = do_lo + (b * npad + r0) * dm.cpad;
-  const T* ph = phi + b * npad * dm.dpad;
-  const T* rh = rho + b * npad * dm.dgpad;
-  const T* mv = mu + b * npad * dm.cpad;
+  const T* th = theta + (b * npad + r0) * sz.dpad;
+  const T* et = eta + (b * npad + r0) * sz.dgpad;
+  const T* dh = do_hi + (b * npad + r0) * sz.cpad;
+  const T* dl = do_lo + (b * npad + r0) * sz.cpad;
+  const T* ph = phi + b * npad * sz.dpad;
+  const T* rh = rho + b * npad * sz.dgpad;
+  const T* mv = mu + b * npad * sz.cpad;
   const float* st = stats + b * 3 * n;
 
   const int row = lane >> 1, col8 = (lane & 1) * 8;
@@ -151,7 +141,7 @@ __global__ void __launch_bounds__(kThreads)
   const float dv = row_ok ? dvec[b * n + i] : 0.f;
   const float rv = (kDq && row_ok) ? rvec[b * n + i] : 0.f;
   float racc = 0.f;
-  const int nd = static_cast<int>(dm.dpad / 16), ndg = static_cast<int>(dm.dgpad / 16);
+  const int nd = static_cast<int>(sz.dpad / 16), ndg = static_cast<int>(sz.dgpad / 16);
 
   FragAcc acc[kMaxFrag];
 #pragma unroll
@@ -162,10 +152,10 @@ __global__ void __launch_bounds__(kThreads)
     wm::fill_fragment(fa, 0.f);
     wm::fill_fragment(fb, 0.f);
     wm::fill_fragment(fs, 0.f);
-    dot_block(fa, th, ph + j0 * dm.dpad, dm.dpad);
-    dot_block(fb, et, rh + j0 * dm.dgpad, dm.dgpad);
-    dot_block(fs, dh, mv + j0 * dm.cpad, dm.cpad);
-    dot_block(fs, dl, mv + j0 * dm.cpad, dm.cpad);
+    dot_block(fa, th, ph + j0 * sz.dpad, sz.dpad);
+    dot_block(fb, et, rh + j0 * sz.dgpad, sz.dgpad);
+    dot_block(fs, dh, mv + j0 * sz.cpad, sz.cpad);
+    dot_block(fs, dl, mv + j0 * sz.cpad, sz.cpad);
     wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
@@ -192,13 +182,13 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int f = 0; f < kMaxFrag; ++f) {
         if (f < nd) {  // dtheta[:, 16f..] += da @ phi[j0.., 16f..]
-          const T* x = ph + j0 * dm.dpad + f * 16;
-          wx_block(acc[f], ws.w[0], x, dm.dpad);
-          wx_block(acc[f], ws.w[1], x, dm.dpad);
+          const T* x = ph + j0 * sz.dpad + f * 16;
+          wx_block(acc[f], ws.w[0], x, sz.dpad);
+          wx_block(acc[f], ws.w[1], x, sz.dpad);
         } else if (f < nd + ndg) {  // deta[:, 16g..] += db @ rho[j0.., 16g..]
-          const T* x = rh + j0 * dm.dgpad + (f - nd) * 16;
-          wx_block(acc[f], ws.w[2], x, dm.dgpad);
-          wx_block(acc[f], ws.w[3], x, dm.dgpad);
+          const T* x = rh + j0 * sz.dgpad + (f - nd) * 16;
+          wx_block(acc[f], ws.w[2], x, sz.dgpad);
+          wx_block(acc[f], ws.w[3], x, sz.dgpad);
         }
       }
       __syncwarp();  // the weight tiles are rewritten by the next key block
@@ -209,7 +199,7 @@ __global__ void __launch_bounds__(kThreads)
     racc += __shfl_xor_sync(0xffffffffu, racc, 1);
     if (row_ok && (lane & 1) == 0) rvec[b * n + i] = racc;
   } else {
-    write_rows(acc, ws.a, r0, n, dtheta + b * n * dm.d, dm.d, nd, deta + b * n * dm.dg, dm.dg,
+    write_rows(acc, ws.a, r0, n, dtheta + b * n * sz.d, sz.d, nd, deta + b * n * sz.dg, sz.dg,
                ndg);
   }
 #endif
@@ -223,30 +213,30 @@ __global__ void __launch_bounds__(kThreads)
                  const T* __restrict__ do_hi, const T* __restrict__ do_lo,
                  const float* __restrict__ stats, const float* __restrict__ dvec,
                  const float* __restrict__ rvec, float* __restrict__ dmu,
-                 float* __restrict__ dphi, float* __restrict__ drho, Dims dm) {
+                 float* __restrict__ dphi, float* __restrict__ drho, SpatialSizes sz) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
   __shared__ WarpSmem<T> smem[kWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   WarpSmem<T>& ws = smem[warp];
-  const int64_t b = blockIdx.y, n = dm.n, npad = dm.npad;
+  const int64_t b = blockIdx.y, n = sz.n, npad = sz.npad;
   const int64_t r0 = int64_t(blockIdx.x) * kRows + warp * 16;  // this warp's key rows
-  const T* ph = phi + (b * npad + r0) * dm.dpad;
-  const T* rh = rho + (b * npad + r0) * dm.dgpad;
-  const T* mk = mu + (b * npad + r0) * dm.cpad;
-  const T* th = theta + b * npad * dm.dpad;
-  const T* et = eta + b * npad * dm.dgpad;
-  const T* dh = do_hi + b * npad * dm.cpad;
-  const T* dl = do_lo + b * npad * dm.cpad;
+  const T* ph = phi + (b * npad + r0) * sz.dpad;
+  const T* rh = rho + (b * npad + r0) * sz.dgpad;
+  const T* mk = mu + (b * npad + r0) * sz.cpad;
+  const T* th = theta + b * npad * sz.dpad;
+  const T* et = eta + b * npad * sz.dgpad;
+  const T* dh = do_hi + b * npad * sz.cpad;
+  const T* dl = do_lo + b * npad * sz.cpad;
   const float* st = stats + b * 3 * n;
   const float* dvb = dvec + b * n;
   const float* rvb = rvec + b * n;
 
   const int row = lane >> 1, col8 = (lane & 1) * 8;
   const bool row_ok = r0 + row < n;  // key j = r0 + row
-  const int nc = static_cast<int>(dm.cpad / 16);
-  const int nd = static_cast<int>(dm.dpad / 16), ndg = static_cast<int>(dm.dgpad / 16);
+  const int nc = static_cast<int>(sz.cpad / 16);
+  const int nd = static_cast<int>(sz.dpad / 16), ndg = static_cast<int>(sz.dgpad / 16);
 
   FragAcc acc[kMaxFrag];
 #pragma unroll
@@ -257,14 +247,14 @@ __global__ void __launch_bounds__(kThreads)
     FragAcc fa, fb, fs;
     wm::fill_fragment(fa, 0.f);
     wm::fill_fragment(fb, 0.f);
-    dot_block(fa, ph, th + i0 * dm.dpad, dm.dpad);
-    dot_block(fb, rh, et + i0 * dm.dgpad, dm.dgpad);
+    dot_block(fa, ph, th + i0 * sz.dpad, sz.dpad);
+    dot_block(fb, rh, et + i0 * sz.dgpad, sz.dgpad);
     wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
     if (!kDmu) {
       wm::fill_fragment(fs, 0.f);
-      dot_block(fs, mk, dh + i0 * dm.cpad, dm.cpad);
-      dot_block(fs, mk, dl + i0 * dm.cpad, dm.cpad);
+      dot_block(fs, mk, dh + i0 * sz.cpad, sz.cpad);
+      dot_block(fs, mk, dl + i0 * sz.cpad, sz.cpad);
       wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
     }
     __syncwarp();
@@ -294,28 +284,28 @@ __global__ void __launch_bounds__(kThreads)
     for (int f = 0; f < kMaxFrag; ++f) {
       if (kDmu) {
         if (f < nc) {  // dmu[:, 16f..] += s^T @ (do_hi + do_lo)[i0.., 16f..]
-          const int64_t off = i0 * dm.cpad + f * 16;
-          wx_block(acc[f], ws.w[0], dh + off, dm.cpad);
-          wx_block(acc[f], ws.w[1], dh + off, dm.cpad);
-          wx_block(acc[f], ws.w[0], dl + off, dm.cpad);
+          const int64_t off = i0 * sz.cpad + f * 16;
+          wx_block(acc[f], ws.w[0], dh + off, sz.cpad);
+          wx_block(acc[f], ws.w[1], dh + off, sz.cpad);
+          wx_block(acc[f], ws.w[0], dl + off, sz.cpad);
         }
       } else if (f < nd) {  // dphi[:, 16f..] += da^T @ theta[i0.., 16f..]
-        const T* x = th + i0 * dm.dpad + f * 16;
-        wx_block(acc[f], ws.w[2], x, dm.dpad);
-        wx_block(acc[f], ws.w[3], x, dm.dpad);
+        const T* x = th + i0 * sz.dpad + f * 16;
+        wx_block(acc[f], ws.w[2], x, sz.dpad);
+        wx_block(acc[f], ws.w[3], x, sz.dpad);
       } else if (f < nd + ndg) {  // drho[:, 16g..] += db^T @ eta[i0.., 16g..]
-        const T* x = et + i0 * dm.dgpad + (f - nd) * 16;
-        wx_block(acc[f], ws.w[4], x, dm.dgpad);
-        wx_block(acc[f], ws.w[5], x, dm.dgpad);
+        const T* x = et + i0 * sz.dgpad + (f - nd) * 16;
+        wx_block(acc[f], ws.w[4], x, sz.dgpad);
+        wx_block(acc[f], ws.w[5], x, sz.dgpad);
       }
     }
     __syncwarp();
   }
 
   if (kDmu) {
-    write_rows(acc, ws.a, r0, n, dmu + b * n * dm.c, dm.c, nc, nullptr, 0, 0);
+    write_rows(acc, ws.a, r0, n, dmu + b * n * sz.c, sz.c, nc, nullptr, 0, 0);
   } else {
-    write_rows(acc, ws.a, r0, n, dphi + b * n * dm.d, dm.d, nd, drho + b * n * dm.dg, dm.dg, ndg);
+    write_rows(acc, ws.a, r0, n, dphi + b * n * sz.d, sz.d, nd, drho + b * n * sz.dg, sz.dg, ndg);
   }
 #endif
 }
@@ -325,8 +315,7 @@ template <typename T>
 inline bool enabled(int device_major, const SpatialSizes& sz) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (device_major < 8) return false;
-    const Dims dm = make_dims(sz);
-    if (dm.cpad / 16 > kMaxFrag || (dm.dpad + dm.dgpad) / 16 > kMaxFrag) return false;
+    if (sz.cpad / 16 > kMaxFrag || (sz.dpad + sz.dgpad) / 16 > kMaxFrag) return false;
     cudaFuncAttributes attr{};
     if (cudaFuncGetAttributes(&attr, qside_kernel<T, false>) != cudaSuccess) {
       (void)cudaGetLastError();
@@ -344,22 +333,21 @@ inline cudaError_t launch_backward(const T* th, const T* ph, const T* et, const 
                                    const float* dvec, float* rvec, float* dtheta, float* dphi,
                                    float* deta, float* drho, float* dmu, const SpatialSizes& sz,
                                    cudaStream_t stream) {
-  const Dims dm = make_dims(sz);
-  const dim3 grid(static_cast<unsigned>(dm.npad / kRows), static_cast<unsigned>(sz.batch));
+  const dim3 grid(static_cast<unsigned>(sz.npad / kRows), static_cast<unsigned>(sz.batch));
   qside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                        rvec, dtheta, deta, dm);
+                                                        rvec, dtheta, deta, sz);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   qside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                       rvec, dtheta, deta, dm);
+                                                       rvec, dtheta, deta, sz);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   kside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                       rvec, dmu, dphi, drho, dm);
+                                                       rvec, dmu, dphi, drho, sz);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   kside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                        rvec, dmu, dphi, drho, dm);
+                                                        rvec, dmu, dphi, drho, sz);
   return cudaGetLastError();
 }
 

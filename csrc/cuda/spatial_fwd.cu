@@ -24,8 +24,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     spatial_stats_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
                          const T* __restrict__ eta, const T* __restrict__ rho,
-                         float* __restrict__ stats, int64_t n, int64_t d, int64_t dg) {
+                         float* __restrict__ stats, SpatialSizes sz) {
   __shared__ Smem sm;
+  const int64_t n = sz.n, d = sz.d, dg = sz.dg;
   const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kTile;
   const T* th = theta + b * n * d;
   const T* ph = phi + b * n * d;
@@ -69,9 +70,9 @@ __global__ void __launch_bounds__(kThreads)
     spatial_fwd_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
                        const T* __restrict__ eta, const T* __restrict__ rho,
                        const T* __restrict__ mu, const float* __restrict__ musum,
-                       float* __restrict__ o, float* __restrict__ stats, int64_t n, int64_t d,
-                       int64_t dg, int64_t c) {
+                       float* __restrict__ o, float* __restrict__ stats, SpatialSizes sz) {
   __shared__ Smem sm;
+  const int64_t n = sz.n, d = sz.d, dg = sz.dg, c = sz.c;
   const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kTile;
   const T* th = theta + b * n * d;
   const T* ph = phi + b * n * d;
@@ -146,11 +147,11 @@ cudaError_t forward_impl(const void* theta, const void* phi, const void* eta, co
   if (wmma_tiles::enabled<T>(device_major, sz)) {
     return wmma_tiles::launch_forward<T>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
   }
-  spatial_stats_kernel<T><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, stats, sz.n, sz.d, sz.dg);
+  spatial_stats_kernel<T><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, stats, sz);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  spatial_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, musum, o, stats, sz.n,
-                                                       sz.d, sz.dg, sz.c);
+  spatial_fwd_kernel<T><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, musum, o, stats,
+                                                       sz);
   return cudaGetLastError();
 }
 

@@ -24,7 +24,7 @@
 // Pass 2 then accumulates acc[16 x cpad] += e[16 x 64] @ mu[64 x cpad] on the tensor
 // cores (float32 fragments in registers, C <= kMaxCFrag * 16), and finally writes
 // o = (sum_j mu_j + acc) / L.  Only e (|e| < e - 1, full relative precision) is rounded
-// to T; the mean term sum_j mu_j and L stay float32 (kernels.md, "expm1 form").
+// to T; the mean term sum_j mu_j and L stay float32 (docs/kernels.md, "expm1 form").
 #pragma once
 
 #include <cuda_bf16.h>
@@ -47,7 +47,6 @@ constexpr int kPad = 8;             // row padding (elements) of the T tiles
 constexpr int kMaxD = 256;          // d, dg limit of this path
 constexpr int kMaxC = 256;          // C limit of this path (16 accumulator fragments)
 
-__host__ __device__ constexpr int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 __host__ __device__ constexpr int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
 
 // Byte offsets of the shared-memory sections.
@@ -56,10 +55,10 @@ struct Layout {
   int64_t ldq, ldg, ldc;      // leading dimensions (elements) of the T tiles
   int64_t qa, qb, ka, kb, mv, e, scr, total;
 
-  __host__ __device__ Layout(int64_t d, int64_t dg, int64_t c, int64_t elem, bool with_values) {
-    dpad = round16(d);
-    dgpad = round16(dg);
-    cpad = with_values ? round16(c) : 0;
+  __host__ __device__ Layout(const SpatialSizes& sz, int64_t elem, bool with_values) {
+    dpad = sz.dpad;
+    dgpad = sz.dgpad;
+    cpad = with_values ? sz.cpad : 0;
     ldq = dpad + kPad;
     ldg = dgpad + kPad;
     ldc = cpad + kPad;
@@ -149,14 +148,14 @@ __global__ void __launch_bounds__(kThreads)
     spatial_wmma_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
                         const T* __restrict__ eta, const T* __restrict__ rho,
                         const T* __restrict__ mu, const float* __restrict__ musum,
-                        float* __restrict__ o, float* __restrict__ stats, int64_t n, int64_t d,
-                        int64_t dg, int64_t c) {
+                        float* __restrict__ o, float* __restrict__ stats, SpatialSizes sz) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 MMAs need sm_80; the host never launches this path there (enabled())
 #else
   using namespace nvcuda;
   extern __shared__ __align__(128) unsigned char smem[];
-  const Layout lay(d, dg, c, sizeof(T), !kStats);
+  const int64_t n = sz.n, d = sz.d, dg = sz.dg, c = sz.c;
+  const Layout lay(sz, sizeof(T), !kStats);
   T* qa = reinterpret_cast<T*>(smem + lay.qa);
   T* qb = reinterpret_cast<T*>(smem + lay.qb);
   T* ka = reinterpret_cast<T*>(smem + lay.ka);
@@ -307,7 +306,7 @@ inline bool enabled(int device_major, const SpatialSizes& sz) {
       return false;
     }
     if (attr.ptxVersion < 80) return false;
-    const Layout lay(sz.d, sz.dg, sz.c, sizeof(T), true);
+    const Layout lay(sz, sizeof(T), true);
     return lay.total <= smem_optin_limit();
   } else {
     return false;
@@ -318,7 +317,7 @@ template <typename T, bool kStats, int kMaxCFrag>
 inline cudaError_t launch_one(const T* th, const T* ph, const T* et, const T* rh, const T* mv,
                               const float* musum, float* o, float* stats, const SpatialSizes& sz,
                               cudaStream_t stream) {
-  const Layout lay(sz.d, sz.dg, sz.c, sizeof(T), !kStats);
+  const Layout lay(sz, sizeof(T), !kStats);
   auto kernel = spatial_wmma_kernel<T, kStats, kMaxCFrag>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(lay.total));
@@ -326,7 +325,7 @@ inline cudaError_t launch_one(const T* th, const T* ph, const T* et, const T* rh
   const dim3 grid(static_cast<unsigned>((sz.n + kRows - 1) / kRows),
                   static_cast<unsigned>(sz.batch));
   kernel<<<grid, kThreads, static_cast<size_t>(lay.total), stream>>>(
-      th, ph, et, rh, mv, musum, o, stats, sz.n, sz.d, sz.dg, sz.c);
+      th, ph, et, rh, mv, musum, o, stats, sz);
   return cudaGetLastError();
 }
 

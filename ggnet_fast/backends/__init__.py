@@ -11,11 +11,19 @@ cpu          -   20    fused C++/OpenMP kernels in the compiled extension (``csr
 reference   10   10    plain PyTorch, materialising, float32/float64 internally
 eager        -    -    the released code's formula in the input dtype (a baseline)
 ========== ===== ====  ===========================================================
+
+Every backend implements :class:`Backend` and meets the contract of ``docs/kernels.md``;
+``docs/backends.md`` says how to add one (one registration line below, and the contract
+suite ``tests/test_backend_contract.py`` tests it).
 """
 from .registry import (
+    Backend,
     auto_order,
-    load_all,
     available_backends,
+    backends_for,
+    env_choice,
+    get_backend,
+    load_all,
     record_dispatch,
     register_backend,
     registered_backends,
@@ -26,15 +34,19 @@ from .registry import (
 register_backend("reference", "ggnet_fast.backends.reference", {"cuda": 10, "cpu": 10})
 register_backend("eager", "ggnet_fast.backends.eager", {})
 register_backend("triton", "ggnet_fast.backends.triton", {"cuda": 30})
-# Explicit requests only until tests/test_cuda_backend.py has passed on a GPU
+# Explicit requests only until the contract suite has passed on a GPU
 # (the kernels were compiled and host-emulated, never run on a device yet).
-register_backend("cuda", "ggnet_fast.backends.cuda", {})
-register_backend("cpu", "ggnet_fast.backends.cpu", {"cpu": 20})
+register_backend("cuda", "ggnet_fast.backends.extension:CUDA", {})
+register_backend("cpu", "ggnet_fast.backends.extension:CPU", {"cpu": 20})
 load_all()
 
 __all__ = [
+    "Backend",
     "auto_order",
     "available_backends",
+    "backends_for",
+    "env_choice",
+    "get_backend",
     "record_dispatch",
     "register_backend",
     "registered_backends",

@@ -3,7 +3,7 @@
 Softmaxes and products in the *input* dtype (``softmax(S_x * S_g) @ mu``), exactly
 what a user composes by hand.  It is a baseline for benchmarks and accuracy
 comparisons, never chosen by ``auto``: in float16/bfloat16 it rounds the attention
-modulation away (see ``shared/design/kernels.md``).
+modulation away (see ``docs/kernels.md``, "Numerics").
 """
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
     return None
 
 
-def spatial(theta, phi, eta, rho, mu, *, combine: str, out_dtype: torch.dtype) -> torch.Tensor:
+def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
+            out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C]."""
     sx = torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
     sg = torch.softmax(eta @ rho.transpose(-1, -2), dim=-1)
     combined = sx * sg if combine == "product" else sx @ sg
-    return (torch.softmax(combined, dim=-1) @ mu).to(out_dtype)
+    return (torch.softmax(combined, dim=-1) @ mu).to(out_dtype or mu.dtype)
 
 
-def channel(y, g, *, combine: str, stabilize, scale, out_dtype: torch.dtype) -> torch.Tensor:
+def channel(y, g, *, combine: str = "product", stabilize: str | None = None,
+            scale: float | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """[B,C,N], [B,C,N] -> [B,C,N]."""
     a = y @ y.transpose(-1, -2)
     b = g @ g.transpose(-1, -2)
@@ -36,4 +38,4 @@ def channel(y, g, *, combine: str, stabilize, scale, out_dtype: torch.dtype) -> 
     combined = sz * sg if combine == "product" else sz @ sg
     if stabilize == "max-minus":
         combined = combined.amax(-1, keepdim=True) - combined
-    return (torch.softmax(combined, dim=-1) @ y).to(out_dtype)
+    return (torch.softmax(combined, dim=-1) @ y).to(out_dtype or y.dtype)

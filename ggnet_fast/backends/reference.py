@@ -1,7 +1,6 @@
 """The reference backend: plain PyTorch, materialising the N x N / C x C maps.
 
-This is the definition every other backend is tested against
-(``shared/design/kernels.md``).  It computes in float32 for float16/bfloat16/float32
+This is the definition every other backend is tested against (``docs/kernels.md``).  It computes in float32 for float16/bfloat16/float32
 inputs and in float64 for float64 inputs, with autocast disabled, and uses the
 ``expm1`` form of the outer softmax, so its half-precision results keep the small
 attention modulation that a plain ``softmax`` in the input dtype rounds away:
@@ -41,7 +40,8 @@ def uniform_plus_expm1(weights_logits: torch.Tensor, values: torch.Tensor) -> to
     return (values.sum(-2, keepdim=True) + e @ values) / denom
 
 
-def spatial(theta, phi, eta, rho, mu, *, combine: str, out_dtype: torch.dtype) -> torch.Tensor:
+def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
+            out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (before the residual)."""
     ct = compute_dtype(theta.dtype)
     with torch.autocast(theta.device.type, enabled=False):
@@ -55,7 +55,7 @@ def spatial(theta, phi, eta, rho, mu, *, combine: str, out_dtype: torch.dtype) -
         else:  # "matmul": the released code's bmm(S_x, S_g)
             pmat = a.softmax(-1) @ b.softmax(-1)
         out = uniform_plus_expm1(pmat, m)
-    return out.to(out_dtype)
+    return out.to(out_dtype or theta.dtype)
 
 
 def channel_map(y, g, *, combine: str, stabilize, scale) -> torch.Tensor:
@@ -72,11 +72,12 @@ def channel_map(y, g, *, combine: str, stabilize, scale) -> torch.Tensor:
     return m
 
 
-def channel(y, g, *, combine: str, stabilize, scale, out_dtype: torch.dtype) -> torch.Tensor:
+def channel(y, g, *, combine: str = "product", stabilize: str | None = None,
+            scale: float | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """[B,C,N], [B,C,N] -> Q @ y, [B,C,N] (before the residual)."""
     ct = compute_dtype(y.dtype)
     with torch.autocast(y.device.type, enabled=False):
         yc, gc = y.to(ct), g.to(ct)
         m = channel_map(yc, gc, combine=combine, stabilize=stabilize, scale=scale)
         out = uniform_plus_expm1(m, yc)
-    return out.to(out_dtype)
+    return out.to(out_dtype or y.dtype)

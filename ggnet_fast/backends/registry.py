@@ -1,21 +1,30 @@
 """Backend registry for the two guided attention operators.
 
-Every implementation (``reference``, ``eager``, ``triton``, ``cpu``, ``cuda``) is a
-module that exposes
+A backend is any object (usually a module) that implements :class:`Backend`.  It is
+registered under a name with an import path (``"package.module"`` or
+``"package.module:ATTRIBUTE"``) and the devices on which ``backend="auto"`` may pick it;
+the contract it must meet is ``docs/kernels.md``, how to add one is ``docs/backends.md``.
 
-* ``spatial(theta, phi, eta, rho, mu, *, combine, out_dtype) -> Tensor``
-* ``channel(y, g, *, combine, stabilize, scale, out_dtype) -> Tensor``
-* ``unsupported(op, device_type, dtype, options) -> str | None`` - ``None`` when the
-  backend can run this call, otherwise the reason it cannot.
-* ``is_available() -> str | None`` - ``None`` when it can be used at all in this
-  process, otherwise why not (e.g. the extension was not compiled).
+Loading.  Every registered backend is imported when ``ggnet_fast.backends`` is imported
+(:func:`load_all`).  Only a missing dependency makes a backend unavailable: an
+``ImportError``/``OSError`` while importing it, or a reason returned by its
+``is_available()``.  Any other exception (a configuration error such as a bad value of
+an environment variable, or a bug) propagates, so a typo can never make ``auto``
+silently fall back to a slower backend.
 
-Backends are imported when ``ggnet_fast.backends`` is imported (see ``load_all``).  ``backend="auto"``
-tries the backends registered as defaults for the tensors' device in priority order
-and silently skips the ones that cannot run the call; an explicit request for a
-backend that cannot run it raises ``ValueError`` (or ``RuntimeError`` when it is not
-available in this process) with the real reason.  The environment variable
-``GGNET_BACKEND`` replaces ``"auto"`` with an explicit name.
+Dispatch.  ``backend="auto"`` tries the backends registered for the tensors' device in
+priority order and skips those whose ``unsupported()`` gives a reason; an explicit name
+that cannot run the call raises ``ValueError`` (``RuntimeError`` when the backend is not
+available in this process) with the backend's own reason.
+
+Environment switches (one rule): runtime switches are read on every operator call, so a
+change of ``os.environ`` takes effect at the next call, and a bad value raises
+``ValueError`` naming the variable at that call.  ``GGNET_BACKEND`` (read here) replaces
+``"auto"`` with an explicit name.  The exceptions are fixed before any kernel exists:
+build switches (``GGNET_CUDA``, ``GGNET_CPU_EXT``, read by ``setup.py``) and
+``TRITON_INTERPRET`` (Triton decides when a kernel is defined whether it is interpreted,
+so it must be set before ``ggnet_fast`` is imported).  :func:`env_choice` implements
+the rule for a switch with a fixed set of values.
 """
 from __future__ import annotations
 
@@ -23,36 +32,77 @@ import contextlib
 import importlib
 import os
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Iterator
+from typing import Iterator, Protocol, runtime_checkable
 
 import torch
 
 OPS = ("spatial", "channel")
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements, with these exact option defaults.
+
+    ``spatial`` and ``channel`` receive inputs the public operators have already checked
+    (shapes, dtypes, devices, option values; see ``ggnet_fast/ops``) and only calls
+    for which ``unsupported`` returned ``None``.  ``out_dtype=None`` means the inputs'
+    dtype.  Both must be differentiable in every input (autograd or a custom op).
+    """
+
+    def is_available(self) -> str | None:
+        """``None`` when usable in this process, else why not (a missing dependency)."""
+
+    def unsupported(self, op: str, device_type: str, dtype: torch.dtype,
+                    options: dict) -> str | None:
+        """``None`` when this call can run, else why not.  ``options``: ``combine``,
+        ``stabilize``, ``scale`` (channel), ``out_dtype`` and ``shape`` (a dict of the
+        sizes ``B, N, d, dg, C`` (spatial) or ``B, C, N`` (channel), possibly empty)."""
+
+    def spatial(self, theta: torch.Tensor, phi: torch.Tensor, eta: torch.Tensor,
+                rho: torch.Tensor, mu: torch.Tensor, *, combine: str = "product",
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C]."""
+
+    def channel(self, y: torch.Tensor, g: torch.Tensor, *, combine: str = "product",
+                stabilize: str | None = None, scale: float | None = None,
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[B,C,N], [B,C,N] -> [B,C,N]."""
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """How to find a backend and where ``auto`` may pick it.
 
-    ``auto_devices`` maps a device type to the backend's priority there (higher is
-    tried first); devices not listed are never chosen automatically.
+    ``target`` is ``"package.module"`` or ``"package.module:ATTRIBUTE"``;
+    ``auto_devices`` maps a device type to the backend's priority there (higher is tried
+    first); devices not listed are never chosen automatically.
     """
 
     name: str
-    module: str
+    target: str
     auto_devices: dict
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
-_LOADED: dict[str, ModuleType] = {}
+_LOADED: dict[str, Backend] = {}
 _LOAD_ERRORS: dict[str, str] = {}
 _DISPATCH_LOG: list[list[tuple[str, str]]] = []
 
 
-def register_backend(name: str, module: str, auto_devices: dict | None = None) -> None:
-    """Register (or replace) a backend implemented by the importable ``module``."""
-    _REGISTRY[name] = BackendSpec(name, module, dict(auto_devices or {}))
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """The value of environment switch ``name`` (``default`` when unset or empty);
+    ``ValueError`` naming the variable when it is not one of ``choices``."""
+    value = os.environ.get(name, "") or default
+    if value not in choices:
+        raise ValueError(f"environment variable {name} must be one of {list(choices)}, "
+                         f"got {value!r}")
+    return value
+
+
+def register_backend(name: str, target: str, auto_devices: dict | None = None) -> None:
+    """Register (or replace) backend ``name`` implemented at import path ``target``
+    (``"package.module"`` or ``"package.module:ATTRIBUTE"``); it is loaded on first use."""
+    _REGISTRY[name] = BackendSpec(name, target, dict(auto_devices or {}))
     _LOADED.pop(name, None)
     _LOAD_ERRORS.pop(name, None)
 
@@ -62,17 +112,24 @@ def registered_backends() -> list[str]:
     return list(_REGISTRY)
 
 
-def _load(name: str) -> ModuleType | None:
-    """The backend's module, importing it on first use (None if it cannot load)."""
+def _import(target: str) -> Backend:
+    module_name, _, attribute = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+def _load(name: str) -> Backend | None:
+    """The backend, importing it on first use (``None`` when it is unavailable)."""
     if name not in _LOADED and name not in _LOAD_ERRORS:
         spec = _REGISTRY[name]
         try:
-            module = importlib.import_module(spec.module)
-            reason = module.is_available()
-        except Exception as exc:  # an optional dependency may be missing
-            reason = f"import of {spec.module} failed: {type(exc).__name__}: {exc}"
+            impl = _import(spec.target)
+        except (ImportError, OSError) as exc:  # a missing optional dependency
+            reason = f"import of {spec.target} failed: {type(exc).__name__}: {exc}"
+        else:
+            reason = impl.is_available()
         if reason is None:
-            _LOADED[name] = module
+            _LOADED[name] = impl
         else:
             _LOAD_ERRORS[name] = reason
     return _LOADED.get(name)
@@ -102,6 +159,27 @@ def available_backends() -> list[str]:
     return [n for n in _REGISTRY if unavailable_reason(n) is None]
 
 
+def get_backend(name: str) -> Backend:
+    """The implementation of backend ``name``: ``ValueError`` for an unknown name,
+    ``RuntimeError`` with the reason when it is not available in this process."""
+    reason = unavailable_reason(name)
+    if reason is not None:
+        if name not in _REGISTRY:
+            raise ValueError(f"backend: {reason}")
+        raise RuntimeError(f"backend {name!r} is not available: {reason}")
+    return _LOADED[name]
+
+
+def backends_for(op: str, device_type: str, dtype: torch.dtype,
+                 options: dict | None = None) -> list[str]:
+    """Available backends (registration order) that accept ``op`` on this device and
+    dtype with ``options`` (missing options take the operators' defaults)."""
+    opts = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
+            "shape": {}, **(options or {})}
+    return [n for n in available_backends()
+            if _LOADED[n].unsupported(op, device_type, dtype, opts) is None]
+
+
 def auto_order(device_type: str) -> list[str]:
     """Backends ``auto`` tries for ``device_type``, best first."""
     ranked = [s for s in _REGISTRY.values() if device_type in s.auto_devices]
@@ -109,27 +187,26 @@ def auto_order(device_type: str) -> list[str]:
     return [s.name for s in ranked]
 
 
-def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype, options: dict):
-    """Pick the implementation of ``op`` for this call; returns ``(name, module)``."""
+def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype,
+            options: dict) -> tuple[str, Backend]:
+    """Pick the implementation of ``op`` for this call; returns ``(name, backend)``."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend == "auto":
-        backend = os.environ.get("GGNET_BACKEND", "auto") or "auto"
+        backend = os.environ.get("GGNET_BACKEND", "") or "auto"
+        if backend != "auto" and backend not in _REGISTRY:
+            raise ValueError(f"environment variable GGNET_BACKEND must be 'auto' or one of "
+                             f"{registered_backends()}, got {backend!r}")
     if backend != "auto":
-        reason = unavailable_reason(backend)
-        if reason is not None:
-            if backend not in _REGISTRY:
-                raise ValueError(f"backend: {reason}")
-            raise RuntimeError(f"backend {backend!r} is not available: {reason}")
-        module = _LOADED[backend]
-        why = module.unsupported(op, device.type, dtype, options)
+        impl = get_backend(backend)
+        why = impl.unsupported(op, device.type, dtype, options)
         if why is not None:
             raise ValueError(f"backend {backend!r} cannot run this {op} call: {why}")
-        return backend, module
+        return backend, impl
     for name in auto_order(device.type):
-        module = _load(name)
-        if module is not None and module.unsupported(op, device.type, dtype, options) is None:
-            return name, module
+        impl = _load(name)
+        if impl is not None and impl.unsupported(op, device.type, dtype, options) is None:
+            return name, impl
     raise RuntimeError(
         f"no backend can run {op} on {device.type} {dtype} with {options}; "
         f"tried {auto_order(device.type)}"

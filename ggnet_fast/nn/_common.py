@@ -44,6 +44,17 @@ def make_gamma(residual: str) -> tuple[str, torch.Tensor]:
     return residual, torch.ones(1)
 
 
+def add_gamma(module: nn.Module, residual: str) -> None:
+    """Give ``module`` the weight of ``y = gamma * attn + x`` (:func:`make_gamma`) as
+    ``module.gamma`` (a parameter, or a buffer when fixed) and the mode as
+    ``module.residual``."""
+    module.residual, gamma = make_gamma(residual)
+    if isinstance(gamma, nn.Parameter):
+        module.gamma = gamma
+    else:
+        module.register_buffer("gamma", gamma)
+
+
 def positions_major(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, H*W, C] (a view when possible)."""
     return x.flatten(2).transpose(1, 2)

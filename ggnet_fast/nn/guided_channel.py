@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..ops import guided_channel_attention
-from ._common import check_feature_map, make_gamma, match_guide
+from ._common import add_gamma, check_feature_map, match_guide
 
 GRAM_NORMALIZATIONS = ("none", "positions")
 
@@ -74,11 +74,7 @@ class GuidedChannelAttention(nn.Module):
         self.guide_proj = (nn.Identity() if guide_channels == in_channels
                            else nn.Conv2d(guide_channels, in_channels, 1))
         self.se = SqueezeExcitation(in_channels, se_reduction) if use_se else nn.Identity()
-        self.residual, gamma = make_gamma(residual)
-        if isinstance(gamma, nn.Parameter):
-            self.gamma = gamma
-        else:
-            self.register_buffer("gamma", gamma)
+        add_gamma(self, residual)
 
     def attention(self, y: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """``Q @ y`` before the residual, ``[B, C, H, W]``."""

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..ops import guided_spatial_attention
-from ._common import check_feature_map, make_gamma, match_guide, positions_major
+from ._common import add_gamma, check_feature_map, match_guide, positions_major
 
 
 class GuidedNonLocal(nn.Module):
@@ -60,11 +60,7 @@ class GuidedNonLocal(nn.Module):
         self.mu = nn.Conv2d(in_channels, in_channels, 1)
         self.eta = nn.Conv2d(guide_channels, guide_key_channels, 1)
         self.rho = nn.Conv2d(guide_channels, guide_key_channels, 1, bias=key_bias)
-        self.residual, gamma = make_gamma(residual)
-        if isinstance(gamma, nn.Parameter):
-            self.gamma = gamma
-        else:
-            self.register_buffer("gamma", gamma)
+        add_gamma(self, residual)
 
     def attention(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """The operator's output before the residual, ``[B, C, H, W]``."""

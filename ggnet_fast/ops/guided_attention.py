@@ -1,6 +1,6 @@
 """The two public operators of ggnet_fast: checks once, then dispatch to a backend.
 
-Definitions, gradients and numerics: ``shared/design/kernels.md`` (summarised in the
+Definitions, gradients and numerics: ``docs/kernels.md`` (summarised in the
 docstrings below).  Guarantees, for every backend:
 
 * finite inputs give finite outputs and gradients (all softmaxes are max/lse

@@ -1,5 +1,5 @@
 // Runs the CUDA launchers of csrc/cuda/ under the host emulation (emu_cuda.h) and
-// compares them with a float64 implementation of kernels.md's formulas.
+// compares them with a float64 implementation of docs/kernels.md's formulas.
 // Prints one line per case; exit status = number of failed checks.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -73,7 +73,7 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
   for (auto& x : go) x = nd(gen);
   auto f = [](const std::vector<T>& v, size_t i) { return double(to_f(v[i])); };
 
-  // float64 reference, explicit formulas (kernels.md)
+  // float64 reference, explicit formulas (docs/kernels.md)
   D o_ref(size_t(B) * N * C), st_ref(size_t(B) * 3 * N), musumd(size_t(B) * C, 0.0);
   D dth(th.size(), 0), dph(ph.size(), 0), det(et.size(), 0), drh(rh.size(), 0), dmu(mu.size(), 0);
   for (int b = 0; b < B; ++b) {
@@ -136,7 +136,7 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
     }
   }
 
-  const SpatialSizes sz{B, N, d, dg, C};
+  const SpatialSizes sz = make_spatial_sizes(B, N, d, dg, C);
   const int major = tensor_cores ? 8 : 0;
   const bool tc = spatial_uses_tensor_cores(dtype_of<T>(), sz, major);
   std::printf("%-4s %-6s B=%d N=%d d=%d dg=%d C=%d:", name_of<T>(), tc ? "tc" : "scalar", B, N,

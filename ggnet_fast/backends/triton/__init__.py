@@ -8,7 +8,7 @@
 Both are ``torch.library`` custom ops (``ggnet_fast::triton_*``) with registered autograd
 and fake implementations, so ``torch.compile(fullgraph=True)`` traces through them.
 Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
-Design notes and the FLOP count: ``docs/triton.md``.
+Design notes: ``docs/triton.md``; the contract: ``docs/kernels.md``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import torch
 from . import channel_kernels as _channel_mod
 from . import spatial_kernels as _spatial_mod
 from ._config import INTERPRET
-from ._flops import flops_channel, flops_spatial
 
 MAX_SPATIAL_DIM = 256    # d and dg: full-width tiles of [theta, eta] stay in registers
 MAX_SPATIAL_C = 512
@@ -58,17 +57,18 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
     return f"unknown operator {op!r}"
 
 
-def spatial(theta, phi, eta, rho, mu, *, combine: str, out_dtype: torch.dtype) -> torch.Tensor:
-    """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``combine="product"``)."""
-    if combine != "product":
-        raise ValueError(f"combine must be 'product' for the triton backend, got {combine!r}")
-    return _spatial_mod.spatial(theta, phi, eta, rho, mu, out_dtype=out_dtype)
+def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
+            out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``combine="product"``;
+    ``unsupported`` declines the other mode, so it never arrives here)."""
+    return _spatial_mod.spatial(theta, phi, eta, rho, mu, out_dtype=out_dtype or theta.dtype)
 
 
-def channel(y, g, *, combine: str, stabilize, scale, out_dtype: torch.dtype) -> torch.Tensor:
+def channel(y, g, *, combine: str = "product", stabilize: str | None = None,
+            scale: float | None = None, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """[B,C,N], [B,C,N] -> Q @ y, [B,C,N]."""
     return _channel_mod.channel(y, g, combine=combine, stabilize=stabilize, scale=scale,
-                                out_dtype=out_dtype)
+                                out_dtype=out_dtype or y.dtype)
 
 
-__all__ = ["channel", "flops_channel", "flops_spatial", "is_available", "spatial", "unsupported"]
+__all__ = ["channel", "is_available", "spatial", "unsupported"]
