@@ -85,7 +85,7 @@ def test_released_training_step(benchmark, case):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        total, _ = loss_fn(model(images), masks)
+        total = loss_fn(model(images), masks)
         total.backward()
         opt.step()
         harness.synchronize(DEV)

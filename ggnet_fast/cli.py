@@ -29,6 +29,9 @@ EPILOG = """examples:
 """
 
 
+DATA_OPT = "__data_opt__"  # argparse dest of a dataset option: DATA_OPT<dataset>DATA_OPT<option>
+
+
 def _kv(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -40,16 +43,26 @@ def _kv(text: str):
     return k.strip(), value
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """--data (the registered datasets), one flag per dataset option, the split."""
+    from .data import dataset_spec, registered_datasets
+
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=["phantom", "busi", "folder"], default=None,
-                   help="dataset: built-in synthetic ultrasound (default), BUSI "
-                        "(Dataset_BUSI_with_GT layout) or a folder with images/ and masks/")
+    names = registered_datasets()
+    g.add_argument("--data", choices=names, default=None,
+                   help="dataset: " + "; ".join(f"{n}: {dataset_spec(n).help}" for n in names)
+                        + f" (default {names[0]})")
     g.add_argument("--data-root", help="dataset folder (busi: Dataset_BUSI_with_GT or its parent)")
-    g.add_argument("--include-normal", action="store_true", default=None,
-                   help="BUSI: also use the 133 normal images (paper Table 6)")
-    g.add_argument("--phantom-n", type=int, help="synthetic: number of images (default 300)")
-    g.add_argument("--phantom-size", type=int, help="synthetic: image side in pixels (default 128)")
+    for name in names:
+        spec = dataset_spec(name)
+        for key, opt in spec.options.items():
+            dest = f"{DATA_OPT}{name}{DATA_OPT}{key}"
+            if isinstance(opt.default, bool):
+                g.add_argument(spec.flag(key), dest=dest, action="store_true", default=None,
+                               help=opt.help)
+            else:
+                g.add_argument(spec.flag(key), dest=dest, type=type(opt.default),
+                               metavar=key.upper(), help=f"{opt.help} (default {opt.default})")
     g.add_argument("--split", choices=["kfold", "holdout"], help="k-fold CV (default) or one hold-out split")
     g.add_argument("--folds", type=int, help="number of CV folds (default 3, as in the paper)")
     g.add_argument("--fold", default=None,
@@ -58,19 +71,32 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float,
                    help="fraction of the training images kept for validation/model selection (default 0.1)")
     g.add_argument("--test-fraction", type=float, help="hold-out split: test fraction (default 0.2)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """--preset (the preset table), model, backend (the backends registry) and loss."""
+    from .losses import registered_losses
+    from .models import BACKBONES, PRESET_TABLE, VARIANTS
+
     g = p.add_argument_group("model")
-    g.add_argument("--preset", choices=["paper", "released"],
-                   help="paper: as published (100 epochs, step at 50); released: the authors' code "
-                        "(13,400 iterations, 2x bias lr, early stopping). Sets model, loss and schedule.")
-    g.add_argument("--variant", help="full (default), baseline (DeepLabV3+), ggb, snlb, cnlb, ... ")
-    g.add_argument("--backbone", help="resnext101_32x8d (paper), resnext50_32x4d, resnet34, resnet18")
+    g.add_argument("--preset", choices=list(PRESET_TABLE),
+                   help="; ".join(f"{n}: {r.description}" for n, r in PRESET_TABLE.items())
+                        + ". Sets model, loss and schedule (default paper).")
+    g.add_argument("--variant", choices=VARIANTS, metavar="VARIANT",
+                   help=f"full (default: GG-Net), baseline (DeepLabV3+) or an ablation: {', '.join(VARIANTS)}")
+    g.add_argument("--backbone", choices=list(BACKBONES), metavar="BACKBONE",
+                   help=f"resnext101_32x8d (default, paper) or {', '.join(b for b in BACKBONES if b != 'resnext101_32x8d')}")
     g.add_argument("--weights", help="ImageNet weights: path to a torchvision state dict (nothing is downloaded)")
     g.add_argument("--ggb-stride", type=int, choices=[4, 8], help="feature stride of the guidance block (default: the preset's, paper 8, released 4)")
-    g.add_argument("--backend", help="attention kernel backend: auto, reference, eager, triton, cuda, cpu")
+    _add_backend_arg(g, "attention kernel backend (default auto: the best available)", None)
     g.add_argument("--model-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="extra build_ggnet keyword (JSON value), repeatable")
+    g.add_argument("--loss", choices=registered_losses(), help="training loss (default ggnet)")
     g.add_argument("--loss-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra GGNetLoss keyword (JSON value), repeatable")
+                   help="extra keyword of the loss (JSON value), repeatable")
+
+
+def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--image-size", type=int, help="network input side (default 256)")
     g.add_argument("--batch-size", type=int, help="images per step and process (default 4)")
@@ -83,6 +109,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-every", type=int, help="iterations between validations (default: one epoch)")
     g.add_argument("--early-stop", dest="early_stop_patience", type=int,
                    help="stop after this many validations without a better Dice (0 = never)")
+
+
+def _add_execution_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--out", help="run folder (refused if it exists and is not empty)")
     g.add_argument("--config", help="start from this config.json; flags given here override it")
@@ -100,11 +129,23 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
 
 
-_FIELD_MAP = {"early_stop_patience": "early_stop_patience"}
+def _data_options(args, dataset: str) -> dict:
+    """The dataset options given on the command line; one of another dataset is refused."""
+    given = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(DATA_OPT) and value is not None:
+            owner, key = dest[len(DATA_OPT):].split(DATA_OPT)
+            if owner != dataset:
+                from .data import dataset_spec
+                raise ValueError(f"{dataset_spec(owner).flag(key)} is an option of --data "
+                                 f"{owner}, not of {dataset}")
+            given[key] = value
+    return given
 
 
 def config_from_args(args):
-    """Merge --config, the preset's schedule and explicit flags into a TrainConfig."""
+    """Merge --config, the preset's schedule and explicit flags into a TrainConfig
+    (validated by the Trainer that runs it)."""
     from .train import TrainConfig, preset_schedule
 
     base = TrainConfig.load(args.config).to_dict() if args.config else TrainConfig().to_dict()
@@ -112,67 +153,37 @@ def config_from_args(args):
     if args.preset or not args.config:
         base.update(preset_schedule(preset))
     base["preset"] = preset
+    if args.data and args.data != base["data"]:
+        base["data_options"] = {}  # the options of another dataset do not carry over
     names = set(base)
     for key, value in vars(args).items():
         if key in names and value is not None and key not in ("fold",):
             base[key] = value
+    base["data_options"] = {**base["data_options"], **_data_options(args, base["data"])}
     if args.model_opt:
         base["model_overrides"] = {**base.get("model_overrides", {}), **dict(args.model_opt)}
     if args.loss_opt:
         base["loss_overrides"] = {**base.get("loss_overrides", {}), **dict(args.loss_opt)}
     if args.out:
         base["out_dir"] = args.out
-    cfg = TrainConfig.from_dict(base)
-    from .train.loop import check_overrides
-    check_overrides(cfg)  # a bad --model-opt/--loss-opt is refused before anything runs
-    return cfg
+    return TrainConfig.from_dict(base)
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, Trainer
+    from .train.runs import OPERATIONAL_FIELDS, resume_runs, train_folds
 
     if not args.out:
         raise SystemExit("ggnet train: --out DIR is required (the run folder)")
     if args.resume:
-        root = args.out
-        fold_dirs = sorted(d for d in os.listdir(root) if d.startswith("fold")) \
-            if os.path.isdir(root) and not os.path.exists(os.path.join(root, "config.json")) else []
-        targets = [os.path.join(root, d) for d in fold_dirs] or [root]
-        for rd in targets:
-            cfg = TrainConfig.load(os.path.join(rd, "config.json"))
-            for key in ("device", "workers", "max_steps", "progress", "tensorboard"):
-                if getattr(args, key, None) is not None:
-                    setattr(cfg, key, getattr(args, key))
-            if not os.path.exists(os.path.join(rd, "last.pt")):
-                print(f"{rd}: no checkpoint yet, starting it", flush=True)
-                Trainer(cfg, overwrite=True).fit()
-                continue
-            summary = _read_json(os.path.join(rd, "summary.json"))
-            if summary and not summary.get("halted_at_max_steps") and (
-                    summary.get("stopped_early") or summary["global_step"] >= summary["total_steps"]):
-                if not (args.max_steps and args.max_steps > summary["global_step"]):
-                    print(f"{rd}: already finished", flush=True)
-                    continue
-            print(json.dumps(Trainer(cfg, resume=True).fit()), flush=True)
+        resume_runs(args.out, {k: getattr(args, k) for k in OPERATIONAL_FIELDS
+                               if getattr(args, k, None) is not None})
         return 0
     cfg = config_from_args(args)
-    folds = range(cfg.folds) if str(args.fold) == "all" else [int(args.fold or cfg.fold)]
-    for k in folds:
-        cfg.fold = k
-        if str(args.fold) == "all":
-            cfg.out_dir = os.path.join(args.out, f"fold{k}")
-        print(f"training {cfg.variant} ({cfg.backbone}) fold {k} -> {cfg.out_dir}", flush=True)
-        summary = Trainer(cfg, overwrite=args.overwrite).fit()
-        print(json.dumps(summary), flush=True)
+    if str(args.fold) == "all":
+        train_folds(cfg, range(cfg.folds), args.out, overwrite=args.overwrite)
+    else:
+        train_folds(cfg, [int(args.fold or cfg.fold)], overwrite=args.overwrite)
     return 0
-
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def cmd_eval(args) -> int:
@@ -198,52 +209,24 @@ def _device(name):
 
 
 def cmd_predict(args) -> int:
-    from .data.base import is_image_file, read_image
-    from .eval import Predictor, load_model
-    from .eval.overlay import save_mask, save_overlay
-
     from .crf import parse_crf_params
+    from .eval import Predictor, load_model
+    from .eval.predict import input_images, predict_to_folder, refuse_existing_outputs
 
     crf_params = parse_crf_params(args.crf_param)
     device = _device(args.device)
-    if os.path.isdir(args.input):
-        paths = [os.path.join(args.input, f) for f in sorted(os.listdir(args.input)) if is_image_file(f)]
-        if not paths:
-            raise SystemExit(f"ggnet predict: no images in {args.input}")
-    elif os.path.isfile(args.input):
-        paths = [args.input]
-    else:
-        raise SystemExit(f"ggnet predict: --input {args.input} does not exist")
-    # outputs are named by the input's stem: a.png and a.jpg would write the same files
-    by_stem: dict[str, str] = {}
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        if stem in by_stem:
-            raise ValueError(f"inputs {by_stem[stem]} and {p} would both be written as "
-                             f"{stem}.png; rename one of them or predict them separately")
-        by_stem[stem] = p
-    targets = [os.path.join(args.out, sub, stem + ".png")
-               for stem in by_stem for sub in ("masks", "overlays")]
-    existing = [t for t in targets if os.path.exists(t)]
-    if existing and not args.overwrite:
-        more = f" (and {len(existing) - 3} more)" if len(existing) > 3 else ""
-        raise FileExistsError(f"{', '.join(existing[:3])}{more} already exist; pass --overwrite "
-                              f"to replace them or choose another --out")
+    inputs = input_images(args.input)
+    refuse_existing_outputs(args.out, inputs, args.overwrite)
     model, cfg = load_model(args.checkpoint, device, backend=args.backend)
-    size = args.image_size or cfg.get("image_size", 256)
     if args.crf:
         from .crf import crf_available
         reason = crf_available()
         if reason:
             raise SystemExit(f"ggnet predict: dense CRF unavailable ({reason}); pass --no-crf")
-    predictor = Predictor(model, size, device, crf=args.crf, threshold=args.threshold,
-                          crf_params=crf_params)
-    for stem, p in by_stem.items():
-        image = read_image(p)
-        _prob, mask = predictor.predict([image])[0]
-        save_mask(os.path.join(args.out, "masks", stem + ".png"), mask)
-        save_overlay(os.path.join(args.out, "overlays", stem + ".png"), image, None, mask)
-        print(f"{p}: lesion {mask.mean() * 100:.1f}% of the image -> {args.out}/masks/{stem}.png")
+    predictor = Predictor(model, args.image_size or cfg.get("image_size", 256), device,
+                          crf=args.crf, threshold=args.threshold, crf_params=crf_params)
+    for path, written, fraction in predict_to_folder(predictor, inputs, args.out):
+        print(f"{path}: lesion {fraction * 100:.1f}% of the image -> {written}")
     return 0
 
 
@@ -274,29 +257,37 @@ def _add_crf_args(p: argparse.ArgumentParser) -> None:
                         "ggnet_fast.crf.DEFAULTS; tune them on the validation split)")
 
 
-def _add_inference_device_args(p: argparse.ArgumentParser) -> None:
-    """--device and --backend of a trained model's inference (eval and predict)."""
+def _add_backend_arg(p, help_text: str, default) -> None:
+    """--backend, choices from the backends registry."""
+    from .backends.registry import registered_backends
+
+    p.add_argument("--backend", choices=["auto", *registered_backends()], default=default,
+                   help=help_text)
+
+
+def _add_inference_args(p: argparse.ArgumentParser, overwrite_help: str) -> None:
+    """What eval and predict share: CRF, threshold, device, backend, --overwrite."""
+    _add_crf_args(p)
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto",
-                   help="attention kernel backend (default auto: the best one on --device, "
-                        "whatever the training run used)")
+    _add_backend_arg(p, "attention kernel backend (default auto: the best one on --device, "
+                        "whatever the training run used)", "auto")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:8]),
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (one fold, all folds, or resume a run)",
                        description="Train GG-Net (or an ablation/baseline variant). Writes config.json, "
                                    "last.pt/best.pt checkpoints, train_log.csv, val_log.csv and "
                                    "TensorBoard logs (tb/) into --out. Multi-GPU: "
                                    "torchrun --nproc-per-node N -m ggnet_fast.cli train ...",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_train_args(p)
+    for add in (_add_data_args, _add_model_args, _add_optimisation_args, _add_execution_args):
+        add(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run (or a folder of fold runs) on its test split",
                        description="Predict each test image, resize back to its original size, apply "
                                    "dense CRF, threshold, compute Dice/Jaccard/Recall/Precision/"
@@ -304,17 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(paper Table 5 layout) and overlays/.")
     p.add_argument("--run", required=True, help="run folder (with config.json) or a folder of fold runs")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file name in each run (default best.pt)")
-    _add_crf_args(p)
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures per fold (-1 = all)")
     p.add_argument("--out", help="report folder (default RUN/eval_crf or RUN/eval)")
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
-    _add_inference_device_args(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the reports and overlays already in the report folder")
     p.add_argument("--no-progress", action="store_true")
+    _add_inference_args(p, "replace the reports and overlays already in the report folder")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment one image or a folder of images",
                        description="Write OUT/masks/<name>.png (0/255) and OUT/overlays/<name>.png "
                                    "(red contour of the prediction) for each input image. Existing "
@@ -323,14 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt from a training run")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
-    _add_crf_args(p)
-    p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--image-size", type=int, help="network input side (default: as trained)")
-    _add_inference_device_args(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace masks/overlays of the same names already in --out")
+    _add_inference_args(p, "replace masks/overlays of the same names already in --out")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="train + evaluate a small GG-Net on synthetic ultrasound (CPU)",
                        description="Generates synthetic B-mode images with exact lesion masks, trains a "
                                    "ResNet-18 GG-Net at 80x80 on the CPU, evaluates held-out images "
@@ -345,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="time the guided-attention operators and a model step",
                        description="Times the spatial and channel guided attention on every available "
                                    "backend and one GG-Net forward; --pytest runs benchmarks/ instead.")
@@ -352,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--pytest", action="store_true", help="run pytest benchmarks/ --benchmark-only")
     p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:8]),
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_train_parser, _add_eval_parser, _add_predict_parser, _add_demo_parser,
+                _add_bench_parser):
+        add(sub)
     return parser
 
 

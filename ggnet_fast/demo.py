@@ -13,26 +13,27 @@ import os
 import numpy as np
 
 from .eval import Predictor, evaluate_source, load_model
+from .fileio import atomic_write_text
 from .eval.report import TABLE_NOTE, image_level, markdown_table, write_per_image_csv
 from .metrics import binary_metrics
 from .train import TrainConfig, Trainer
-from .train.checkpoint import atomic_write_text
 
 
 def demo_config(out_dir: str, quick: bool = False, steps: int | None = None,
                 n_images: int | None = None) -> TrainConfig:
     """The demo's training configuration (``quick``: a few steps on a few tiny images)."""
     if quick:
-        return TrainConfig(out_dir=out_dir, data="phantom", phantom_n=n_images or 24,
-                           phantom_size=64, phantom_jitter=0.2, split="holdout",
-                           test_fraction=0.25, val_fraction=0.15, backbone="resnet18",
-                           image_size=64, schedule="iterations", iterations=steps or 4,
+        return TrainConfig(out_dir=out_dir, data="phantom",
+                           data_options=dict(n=n_images or 24, size=64, size_jitter=0.2),
+                           split="holdout", test_fraction=0.25, val_fraction=0.15,
+                           backbone="resnet18", image_size=64, schedule="iterations",
+                           iterations=steps or 4,
                            lr_step_iters=0, val_every=steps or 4, batch_size=4, lr=0.01,
                            workers=0, log_every=1, tensorboard=False)
     steps = steps or 200
-    return TrainConfig(out_dir=out_dir, data="phantom", phantom_n=n_images or 360,
-                       phantom_size=128, phantom_jitter=0.25, split="holdout",
-                       test_fraction=1 / 6, val_fraction=0.1, preset="paper",
+    return TrainConfig(out_dir=out_dir, data="phantom",
+                       data_options=dict(n=n_images or 360, size=128, size_jitter=0.25),
+                       split="holdout", test_fraction=1 / 6, val_fraction=0.1, preset="paper",
                        backbone="resnet18", image_size=80, schedule="iterations",
                        iterations=steps, lr_step_iters=int(steps * 0.8),
                        val_every=max(steps // 5, 1), batch_size=8, lr=0.01,
@@ -71,7 +72,7 @@ def run_demo(out_dir: str = "ggnet_demo", *, quick: bool = False, steps: int | N
     cfg = demo_config(os.path.join(out_dir, "run"), quick, steps, n_images)
     cfg.progress = progress
     trainer = Trainer(cfg, overwrite=True)
-    print(f"demo: training a {cfg.backbone} GG-Net for {trainer.total_steps} iterations on "
+    print(f"demo: training a {cfg.backbone} GG-Net for {trainer.schedule.total_steps} iterations on "
           f"{len(trainer.splits['train'])} synthetic images ({cfg.image_size}x{cfg.image_size})",
           flush=True)
     summary = trainer.fit()

@@ -121,51 +121,6 @@ def summarize(rows, metrics=ALL_METRICS) -> dict[str, dict[str, float]]:
     return out
 
 
-class SegmentationMetrics:
-    """MONAI-style accumulator: ``__call__(pred, gt, name=None)`` adds one image (or a batch
-    ``[B, H, W]`` / ``[B, 1, H, W]``), ``aggregate()`` returns :func:`summarize` of all rows,
-    ``rows`` keeps the per-image values, ``reset()`` clears them."""
-
-    def __init__(self, metrics=ALL_METRICS):
-        unknown = set(metrics) - set(ALL_METRICS)
-        if unknown:
-            raise ValueError(f"metrics: unknown names {sorted(unknown)}; known {ALL_METRICS}")
-        self.metrics = tuple(metrics)
-        self.rows: list[dict] = []
-
-    def __call__(self, pred, gt, name=None) -> list[dict]:
-        p, g = np.asarray(_np(pred)), np.asarray(_np(gt))
-        if p.ndim == 4:
-            p, g = p[:, 0], g[:, 0]
-        if p.ndim == 2:
-            p, g = p[None], g[None]
-        names = name if isinstance(name, (list, tuple)) else [name] * len(p)
-        new = []
-        for i in range(len(p)):
-            row = {k: v for k, v in binary_metrics(p[i], g[i]).items() if k in self.metrics}
-            if names[i] is not None:
-                row["name"] = names[i]
-            new.append(row)
-        self.rows.extend(new)
-        return new
-
-    def aggregate(self) -> dict[str, dict[str, float]]:
-        return summarize(self.rows, self.metrics)
-
-    def reset(self) -> None:
-        self.rows = []
-
-
-def _np(x):
-    try:
-        import torch
-        if isinstance(x, torch.Tensor):
-            return x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    return x
-
-
 def batch_dice(logits, masks, threshold: float = 0.0) -> list[float]:
     """Fast per-image Dice at network resolution for validation (torch, ``[B,1,H,W]``)."""
     pred = logits > threshold

@@ -120,11 +120,12 @@ def test_config_merging(tmp_path):
     assert cfg.schedule == "iterations" and cfg.iterations == 13400 and cfg.bias_lr_mult == 2.0
     assert cfg.early_stop_patience == 30 and cfg.lr == 0.02
     assert cfg.model_overrides == {"residual": "learnable"}
-    # an invalid value (valid: learnable, fixed) or an unknown option is refused at once
+    # an invalid value (valid: learnable, fixed) or an unknown option is refused by the one
+    # validation (TrainConfig.validate, run by the Trainer before anything is written)
     for opt in (["--model-opt", "residual=learned"], ["--model-opt", "nope=1"],
                 ["--loss-opt", "nope=1"]):
         with pytest.raises(ValueError, match="residual|nope"):
-            config_from_args(build_parser().parse_args(["train", "--out", "x", *opt]))
+            config_from_args(build_parser().parse_args(["train", "--out", "x", *opt])).validate()
     assert main(["train", "--out", str(tmp_path / "bad"), "--model-opt", "residual=learned"]) == 2
     assert not os.path.exists(tmp_path / "bad")
     paper = config_from_args(build_parser().parse_args(["train", "--out", "y"]))

@@ -19,7 +19,7 @@ def _free_port() -> int:
 def _config(out_dir):
     from ggnet_fast.train import TrainConfig
 
-    return TrainConfig(out_dir=out_dir, data="phantom", phantom_n=20, phantom_size=64,
+    return TrainConfig(out_dir=out_dir, data="phantom", data_options={"n": 20, "size": 64},
                        split="holdout", test_fraction=0.2, val_fraction=0.1,
                        backbone="resnet18", image_size=64, schedule="iterations", iterations=3,
                        lr_step_iters=0, val_every=3, batch_size=2, lr=0.01, workers=0,
@@ -112,7 +112,7 @@ def assert_first_gradient_is_mean_of_shards(out_dir, ranks):
 
 def _shard_gradients(cfg, ranks):
     from ggnet_fast.train.loop import step_seed
-    from ggnet_fast.train.setup import build_loss, build_model
+    from ggnet_fast.train.build import build_loss, build_model
 
     shard_grads = []
     for rank, result in enumerate(ranks):
@@ -121,7 +121,7 @@ def _shard_gradients(cfg, ranks):
         model.load_state_dict(result["first"]["state"])
         model.train()
         torch.manual_seed(step_seed(cfg.seed, rank, 0))
-        loss, _ = build_loss(cfg)(model(result["first"]["image"]), result["first"]["mask"])
+        loss = build_loss(cfg)(model(result["first"]["image"]), result["first"]["mask"])
         loss.backward()
         shard_grads.append(torch.cat([p.grad.flatten() for p in model.parameters()
                                       if p.grad is not None]))

@@ -11,6 +11,14 @@ from ggnet_fast.losses import (LOSS_PRESETS, GGNetLoss, boundary_mse, canny_boun
 from ggnet_fast.models import GGNetOutput
 
 
+def total_and_parts(loss, *args, **kwargs):
+    """``loss(...)`` (a scalar tensor) and ``loss.terms(...)`` as floats; the totals agree."""
+    total = loss(*args, **kwargs)
+    terms = loss.terms(*args, **kwargs)
+    torch.testing.assert_close(total, terms["total"], rtol=0, atol=0)
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
 def disk(size: int = 64, radius: float = 15.0, center=(31.0, 33.0)):
     yy, xx = np.mgrid[:size, :size].astype(np.float64)
     dist = np.hypot(yy - center[0], xx - center[1])
@@ -62,7 +70,7 @@ def test_empty_masks_are_finite(preset, seed):
     assert empty_right.item() < 1e-6                     # an empty prediction of an empty mask
     side = torch.randn(2, 1, 32, 32, requires_grad=True)
     out = GGNetOutput(torch.randn(2, 1, 32, 32), (side,), (torch.randn(2, 1, 32, 32),))
-    total, parts = GGNetLoss(preset)(out, masks)
+    total, parts = total_and_parts(GGNetLoss(preset), out, masks)
     total.backward()
     assert math.isfinite(total.item()) and all(math.isfinite(v) for v in parts.values())
     assert torch.isfinite(side.grad).all()
@@ -114,7 +122,7 @@ def test_total_loss_is_eq6(preset, seed):
     final = torch.randn(2, 1, 40, 40, requires_grad=True)
     sides = tuple(torch.randn(2, 1, 40, 40) for _ in range(4))
     edges = tuple(torch.rand(2, 1, 40, 40) for _ in range(5))
-    total, parts = GGNetLoss(preset)(GGNetOutput(final, sides, edges), masks)
+    total, parts = total_and_parts(GGNetLoss(preset), GGNetOutput(final, sides, edges), masks)
     seg = lambda x: dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"])[0]
     target = make_boundary_targets(masks, o["boundary_target"])
     expected = (o["lambda_final"] * seg(final) + o["lambda_seg"] * sum(seg(s) for s in sides)
@@ -128,12 +136,12 @@ def test_total_loss_is_eq6(preset, seed):
     assert final.grad is not None
     # overrides, a precomputed target, a model without boundaries, a bare tensor
     loss = GGNetLoss(preset, lambda_boundary=0.0, lambda_seg=2.0)
-    t2, p2 = loss(GGNetOutput(final, sides, edges), masks, boundary_targets=target)
+    t2, p2 = total_and_parts(loss, GGNetOutput(final, sides, edges), masks, boundary_targets=target)
     assert p2["boundary"] == 0.0 and p2["seg_sides"] == pytest.approx(
         2 * sum(seg(s) for s in sides).item(), rel=1e-5)
-    t3, p3 = GGNetLoss(preset)(GGNetOutput(final, sides, ()), masks)
+    t3, p3 = total_and_parts(GGNetLoss(preset), GGNetOutput(final, sides, ()), masks)
     assert p3["boundary"] == 0.0
-    t4, p4 = GGNetLoss(preset)(final, masks)
+    t4, p4 = total_and_parts(GGNetLoss(preset), final, masks)
     assert p4["total"] == pytest.approx(seg(final).item(), rel=1e-5)
 
 

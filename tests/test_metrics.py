@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ggnet_fast.metrics import SegmentationMetrics, batch_dice, binary_metrics, summarize
+from ggnet_fast.metrics import batch_dice, binary_metrics, summarize
 
 
 def _square(shape, top, left, side):
@@ -115,17 +115,14 @@ def test_hausdorff_matches_monai(seed):
     assert ours["hd"] == pytest.approx(float(hd), abs=1e-5), seed
 
 
-def test_accumulator_and_aggregation():
+def test_per_image_rows_and_aggregation():
     gt = _square((20, 20), 5, 5, 4)
-    acc = SegmentationMetrics()
-    acc(torch.from_numpy(np.stack([gt, np.zeros_like(gt)]))[:, None],
-        torch.from_numpy(np.stack([gt, gt]))[:, None], name=["a", "b"])
-    agg = acc.aggregate()
+    rows = [{"name": "a", **binary_metrics(torch.from_numpy(gt), torch.from_numpy(gt))},
+            {"name": "b", **binary_metrics(torch.from_numpy(np.zeros_like(gt)), torch.from_numpy(gt))}]
+    agg = summarize(rows)
     assert agg["dice"]["mean"] == pytest.approx(0.5) and agg["dice"]["std"] == pytest.approx(0.5)
     assert agg["hd"]["n"] == 1 and agg["hd"]["undefined"] == 1 and agg["hd"]["mean"] == 0.0
-    assert [r["name"] for r in acc.rows] == ["a", "b"]
-    acc.reset()
-    assert acc.rows == []
+    assert [r["name"] for r in rows] == ["a", "b"]
     s = summarize([{"dice": 1.0}, {"dice": 0.0}], ("dice",))
     assert s["dice"]["mean"] == 0.5
 
@@ -146,8 +143,6 @@ def test_bad_inputs():
         binary_metrics(np.zeros((4, 4)), np.zeros((4, 5)))
     with pytest.raises(ValueError, match="pred"):
         binary_metrics(np.zeros((2, 2, 4, 4)), np.zeros((2, 2, 4, 4)))
-    with pytest.raises(ValueError, match="unknown"):
-        SegmentationMetrics(("dice", "nope"))
 
 
 def test_fold_table_layout_and_fold_statistics():

@@ -7,15 +7,17 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
+from ggnet_fast.data import RawSample, SegmentationSource
+from ggnet_fast.fileio import load_checkpoint
 from ggnet_fast.train import TrainConfig, Trainer
-from ggnet_fast.train.checkpoint import load_checkpoint
 
 
 def tiny_config(out_dir, **kw):
-    base = dict(out_dir=str(out_dir), data="phantom", phantom_n=24, phantom_size=64,
+    base = dict(out_dir=str(out_dir), data="phantom", data_options={"n": 24, "size": 64},
                 split="holdout", test_fraction=0.2, val_fraction=0.15, backbone="resnet18",
                 image_size=64, schedule="iterations", iterations=8, lr_step_iters=7,
                 val_every=4, batch_size=4, lr=0.01, bias_lr_mult=2.0, workers=0,
@@ -87,7 +89,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from test_train import tiny_config
     from ggnet_fast.train import Trainer
     def kill_at_7(trainer):
-        if trainer.global_step == 7:   # last checkpoint was written at step 6
+        if trainer.progress.global_step == 7:   # last checkpoint was written at step 6
             os.kill(os.getpid(), signal.SIGKILL)
     Trainer(tiny_config({out!r}), callbacks=[kill_at_7]).fit()
 """)
@@ -159,7 +161,7 @@ def test_missing_tensorboard_warns(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
     with pytest.warns(RuntimeWarning, match="TensorBoard logging is off"):
         t = Trainer(tiny_config(tmp_path / "r", tensorboard=True))
-    assert t.tb is None
+    assert t.logger.tb is None
 
 
 def test_checkpoint_contents_and_weights_only_load(uninterrupted):
@@ -194,15 +196,15 @@ def test_refuses_non_empty_run_dir(tmp_path):
     t = Trainer(tiny_config(out, iterations=1), overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"   # user's file kept
     assert not (out / "last.pt").exists()              # our stale artifact removed
-    assert t.total_steps == 1
+    assert t.schedule.total_steps == 1
 
 
 def test_paper_schedule_steps_per_epoch(tmp_path):
     t = Trainer(tiny_config(tmp_path / "r", schedule="epochs", epochs=4, lr_step_epochs=2,
                             val_every=0))
-    ipe = t.iters_per_epoch
+    ipe = t.schedule.iters_per_epoch
     assert ipe == len(t.splits["train"]) // 4
-    assert t.total_steps == 4 * ipe and t.val_every == ipe
+    assert t.schedule.total_steps == 4 * ipe and t.schedule.val_every == ipe
     assert list(t.scheduler.milestones) == [2 * ipe]
 
 
@@ -224,3 +226,65 @@ def test_config_validation():
         TrainConfig(folds=3, fold=3).validate()
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"nope": 1})
+
+
+class Squares(SegmentationSource):
+    """A toy dataset for the registry test: ``n`` bright squares on a dark background."""
+
+    def __init__(self, n: int = 12, side: int = 48):
+        self.side = side
+        self.names = [f"square_{i:02d}" for i in range(n)]
+        self.labels = [""] * n
+
+    def load(self, index):
+        mask = np.zeros((self.side, self.side), np.uint8)
+        r, c = 6 + index % 5, self.side // 2 + index % 7 - 3
+        mask[c - r:c + r, c - r:c + r] = 1
+        image = np.where(mask[..., None] == 1, 200, 40).astype(np.uint8).repeat(3, 2)
+        return RawSample(image=image, mask=mask, name=self.names[index])
+
+
+class _MeanBCE(torch.nn.Module):
+    """A toy loss for the registry test: BCE of the final logits only."""
+
+    def __init__(self, preset, pos_weight: float = 1.0):
+        super().__init__()
+        self.pos_weight = torch.tensor(float(pos_weight))
+
+    def forward(self, out, masks):
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            out.logits, masks, pos_weight=self.pos_weight)
+
+
+def test_a_registered_dataset_and_loss_train_by_name(tmp_path, monkeypatch):
+    """docs/pipeline.md, "Adding a dataset / a loss": one registration makes each usable
+    by name in TrainConfig and on the command line."""
+    from ggnet_fast.cli import build_parser, config_from_args
+    from ggnet_fast.data import DatasetOption, register_dataset, registry
+    from ggnet_fast.losses import register_loss
+    from ggnet_fast.losses import registry as loss_registry
+
+    monkeypatch.setattr(registry, "_DATASETS", dict(registry._DATASETS))
+    monkeypatch.setattr(loss_registry, "_LOSSES", dict(loss_registry._LOSSES))
+    register_dataset("squares", Squares, needs_root=False, help="toy squares",
+                     options={"n": DatasetOption(12, "number of images")})
+    register_loss("mean_bce", _MeanBCE)
+
+    args = build_parser().parse_args(["train", "--data", "squares", "--squares-n", "10",
+                                      "--loss", "mean_bce", "--loss-opt", "pos_weight=2",
+                                      "--out", str(tmp_path / "run")])
+    cfg = config_from_args(args)
+    assert (cfg.data, cfg.data_options, cfg.loss) == ("squares", {"n": 10}, "mean_bce")
+    for key, value in tiny_config(tmp_path / "run").to_dict().items():
+        if key not in ("data", "data_options", "loss", "loss_overrides", "out_dir"):
+            setattr(cfg, key, value)
+    cfg.iterations, cfg.val_every = 1, 1
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.loss_fn, _MeanBCE) and float(trainer.loss_fn.pos_weight) == 2.0
+    assert len(trainer.source) == 10
+    summary = trainer.fit()
+    assert summary["global_step"] == 1
+    saved = json.load(open(tmp_path / "run" / "config.json"))
+    assert (saved["data"], saved["data_options"], saved["loss"]) == ("squares", {"n": 10}, "mean_bce")
+    with pytest.raises(ValueError, match="not options of dataset 'squares'"):
+        TrainConfig(data="squares", data_options={"size": 3}).validate()

@@ -41,19 +41,6 @@ class SegmentationSource:
         return self.load(index)
 
 
-class Subset(SegmentationSource):
-    """A view of ``source`` restricted to ``indices`` (keeps names/labels aligned)."""
-
-    def __init__(self, source: SegmentationSource, indices):
-        self.source = source
-        self.indices = [int(i) for i in indices]
-        self.names = [source.names[i] for i in self.indices]
-        self.labels = [source.labels[i] for i in self.indices]
-
-    def load(self, index: int) -> RawSample:
-        return self.source.load(self.indices[index])
-
-
 def read_image(path: str) -> np.ndarray:
     """Read any PIL-readable image as uint8 ``[H, W, 3]``; errors name the file."""
     from PIL import Image, UnidentifiedImageError

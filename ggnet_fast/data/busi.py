@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from .base import RawSample, SegmentationSource, check_pair, read_image, read_mask
+from .registry import DatasetOption, register_dataset
 
 CLASSES = ("benign", "malignant")
 NORMAL = "normal"
@@ -99,3 +100,9 @@ class BUSIDataset(SegmentationSource):
 
 def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+register_dataset(
+    "busi", BUSIDataset, help="BUSI (Dataset_BUSI_with_GT layout)",
+    options={"include_normal": DatasetOption(
+        False, "BUSI: also use the 133 normal images (paper Table 6)", flag="--include-normal")})

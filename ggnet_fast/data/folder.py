@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from .base import RawSample, SegmentationSource, check_pair, is_image_file, read_image, read_mask
+from .registry import register_dataset
 
 
 class FolderDataset(SegmentationSource):
@@ -47,3 +48,6 @@ class FolderDataset(SegmentationSource):
         image, mask = read_image(ip), read_mask(mp)
         check_pair(image, mask, ip, mp)
         return RawSample(image=image, mask=mask, name=self.names[index])
+
+
+register_dataset("folder", FolderDataset, help="a folder with images/ and masks/")

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from .base import RawSample, SegmentationSource
+from .registry import DatasetOption, register_dataset
 
 
 @dataclass(frozen=True)
@@ -188,3 +189,12 @@ class PhantomDataset(SegmentationSource):
     def load(self, index: int) -> RawSample:
         image, mask = make_phantom(self.seed, self.size_of(index), index, self.params)
         return RawSample(image=image, mask=mask, name=self.names[index], label="phantom")
+
+
+register_dataset(
+    "phantom", PhantomDataset, needs_root=False, help="built-in synthetic ultrasound",
+    options={"n": DatasetOption(300, "synthetic: number of images"),
+             "seed": DatasetOption(0, "synthetic: generator seed"),
+             "size": DatasetOption(128, "synthetic: image side in pixels"),
+             "size_jitter": DatasetOption(0.0, "synthetic: relative jitter of each image's "
+                                               "height and width")})

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 
+from ..crf import describe_crf_params
+from ..data.config import DataConfig
+from ..fileio import atomic_write_text, run_folders
 from ..metrics import binary_metrics
-from ..train.checkpoint import atomic_write_text
 from .overlay import save_overlay
 from .predict import Predictor, load_model
 from .report import TABLE_NOTE, fold_table, write_per_image_csv
@@ -48,16 +50,6 @@ def evaluate_source(predictor: Predictor, source, indices, *, overlay_dir: str |
         bar.update(len(samples))
     bar.close()
     return rows
-
-
-def _run_dirs(run_dir: str) -> list[str]:
-    if os.path.isfile(os.path.join(run_dir, "config.json")):
-        return [run_dir]
-    subs = sorted(d for d in os.listdir(run_dir)
-                  if os.path.isfile(os.path.join(run_dir, d, "config.json")))
-    if not subs:
-        raise FileNotFoundError(f"{run_dir} holds neither config.json nor fold folders with one")
-    return [os.path.join(run_dir, d) for d in subs]
 
 
 def check_test_split(run_dir: str, names: list[str]) -> None:
@@ -109,44 +101,56 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
     ``backend`` is the attention backend to run with (``"auto"`` picks one for ``device``,
     whatever the training run used). An ``out_dir`` that already holds reports or overlays
     is refused (``FileExistsError``) unless ``overwrite``."""
-    from ..train.config import TrainConfig
-    from ..train.setup import build_source, split_indices
-
     out_dir = out_dir or os.path.join(run_dir, "eval" + ("_crf" if crf else ""))
     existing = _existing_outputs(out_dir) if os.path.isdir(out_dir) else []
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "
                               f"to replace them or choose another --out")
-    run_dirs = _run_dirs(run_dir)
+    run_dirs = run_folders(run_dir)
     os.makedirs(out_dir, exist_ok=True)
-    rows_per_fold, all_rows, source_cache = [], [], {}
-    for k, rd in enumerate(run_dirs):
-        cfg = TrainConfig.load(os.path.join(rd, "config.json"))
+    sources = {}  # runs of one dataset (the folds) share its source
+    rows_per_fold = []
+    for rd in run_dirs:
+        with open(os.path.join(rd, "config.json"), encoding="utf-8") as fh:
+            run_cfg = json.load(fh)
+        data = DataConfig.from_run_config(run_cfg)
         if data_root is not None:
-            cfg.data_root = data_root
-        key = (cfg.data, cfg.data_root, cfg.include_normal, cfg.phantom_n, cfg.phantom_seed,
-               cfg.phantom_size, cfg.phantom_jitter)
-        if key not in source_cache:
-            source_cache[key] = build_source(cfg)
-        source = source_cache[key]
-        test = split_indices(cfg, source)["test"]
-        check_test_split(rd, [source.names[i] for i in test])
-        model, _ = load_model(os.path.join(rd, checkpoint), device, backend=backend)
-        predictor = Predictor(model, cfg.image_size, device, crf=crf, threshold=threshold,
-                              crf_params=crf_params, amp=device != "cpu")
-        rows = evaluate_source(predictor, source, test,
-                               overlay_dir=os.path.join(out_dir, "overlays"), overlays=overlays,
-                               progress=progress, desc=f"eval {os.path.basename(rd)}")
-        for r in rows:
-            r["fold"] = cfg.fold if cfg.split == "kfold" else "holdout"
-        rows_per_fold.append(rows)
-        all_rows.extend(rows)
-        method = method or f"{cfg.variant} ({cfg.backbone}{', CRF' if crf else ''})"
+            data.data_root = data_root
+        key = json.dumps([data.data, data.data_root, data.data_options], sort_keys=True)
+        if key not in sources:
+            sources[key] = data.build_source()
+        rows_per_fold.append(_evaluate_fold(
+            rd, run_cfg, data, sources[key], checkpoint=checkpoint, device=device,
+            backend=backend, progress=progress, overlay_dir=os.path.join(out_dir, "overlays"),
+            overlays=overlays, predictor_options=dict(crf=crf, threshold=threshold,
+                                                      crf_params=crf_params)))
+        method = method or f"{run_cfg['variant']} ({run_cfg['backbone']}{', CRF' if crf else ''})"
+    crf_note = f"Dense CRF: {describe_crf_params(crf_params)}." if crf else None
+    return _write_reports(out_dir, rows_per_fold, method, crf_note)
+
+
+def _evaluate_fold(run_dir: str, run_cfg: dict, data: DataConfig, source, *, checkpoint: str,
+                   device: str, backend: str, progress: bool, overlay_dir: str, overlays: int,
+                   predictor_options: dict) -> list[dict]:
+    """Per-image rows of one run on its test split (checked against ``splits.json``)."""
+    test = data.split_indices(source)["test"]
+    check_test_split(run_dir, [source.names[i] for i in test])
+    model, _ = load_model(os.path.join(run_dir, checkpoint), device, backend=backend)
+    predictor = Predictor(model, run_cfg["image_size"], device, amp=device != "cpu",
+                          **predictor_options)
+    rows = evaluate_source(predictor, source, test, overlay_dir=overlay_dir, overlays=overlays,
+                           progress=progress, desc=f"eval {os.path.basename(run_dir)}")
+    for r in rows:
+        r["fold"] = data.fold if data.split == "kfold" else "holdout"
+    return rows
+
+
+def _write_reports(out_dir: str, rows_per_fold: list[list[dict]], method: str,
+                   note: str | None) -> dict:
+    """``metrics.md`` (``note`` below the table), ``metrics.json`` and ``per_image.csv``."""
     table, numbers = fold_table(rows_per_fold, method)
-    text = f"{table}\n\n{TABLE_NOTE}\n"
-    if crf:
-        from ..crf import describe_crf_params
-        text += f"\nDense CRF: {describe_crf_params(crf_params)}.\n"
+    text = f"{table}\n\n{TABLE_NOTE}\n" + (f"\n{note}\n" if note else "")
+    all_rows = [r for rows in rows_per_fold for r in rows]
     write_per_image_csv(os.path.join(out_dir, "per_image.csv"), all_rows, ("fold", "label"))
     atomic_write_text(os.path.join(out_dir, "metrics.md"), text)
     atomic_write_text(os.path.join(out_dir, "metrics.json"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..fileio import atomic_write_bytes
+
 GT_COLOR = (0, 255, 0)      # RGB
 PRED_COLOR = (255, 0, 0)
 
@@ -30,8 +32,6 @@ def draw_overlay(image: np.ndarray, gt: np.ndarray | None = None, pred: np.ndarr
 
 def _write_png(path: str, array: np.ndarray, what: str) -> str:
     """Encode ``array`` as PNG and write it atomically (temporary file + ``os.replace``)."""
-    from ..train.checkpoint import atomic_write_bytes
-
     ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"could not encode {what} {path}")

@@ -1,13 +1,17 @@
 """Inference: network-size prediction resized back to each image's original resolution,
-optional dense CRF there, then a threshold."""
+optional dense CRF there, then a threshold; prediction of image files into a folder."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..crf import dense_crf
+from ..data.base import is_image_file, read_image
 from ..data.transforms import normalize_image
+from ..fileio import load_checkpoint
 
 
 def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
@@ -18,7 +22,6 @@ def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
     Returns ``(model in eval mode, train config dict)``.
     """
     from ..models import build_ggnet
-    from ..train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint, map_location="cpu")
     if "model" not in ck or "model_config" not in ck:
@@ -73,3 +76,53 @@ class Predictor:
                 prob = dense_crf(im, prob, **self.crf_params)
             results.append((prob, (prob > self.threshold).astype(np.uint8)))
         return results
+
+
+def input_images(path: str) -> dict[str, str]:
+    """``{stem: file}`` for an image file or every image in a folder. Outputs are named by
+    stem, so inputs sharing one (``a.png``, ``a.jpg``) are refused (``ValueError``)."""
+    if os.path.isdir(path):
+        paths = [os.path.join(path, f) for f in sorted(os.listdir(path)) if is_image_file(f)]
+        if not paths:
+            raise FileNotFoundError(f"--input: no images in {path}")
+    elif os.path.isfile(path):
+        paths = [path]
+    else:
+        raise FileNotFoundError(f"--input {path} does not exist")
+    by_stem: dict[str, str] = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in by_stem:
+            raise ValueError(f"inputs {by_stem[stem]} and {p} would both be written as "
+                             f"{stem}.png; rename one of them or predict them separately")
+        by_stem[stem] = p
+    return by_stem
+
+
+def _outputs(out_dir: str, stem: str) -> tuple[str, str]:
+    return (os.path.join(out_dir, "masks", stem + ".png"),
+            os.path.join(out_dir, "overlays", stem + ".png"))
+
+
+def refuse_existing_outputs(out_dir: str, inputs: dict[str, str], overwrite: bool) -> None:
+    """``FileExistsError`` naming the mask/overlay files of ``inputs`` already in
+    ``out_dir``, unless ``overwrite``."""
+    existing = [t for stem in inputs for t in _outputs(out_dir, stem) if os.path.exists(t)]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 3} more)" if len(existing) > 3 else ""
+        raise FileExistsError(f"{', '.join(existing[:3])}{more} already exist; pass --overwrite "
+                              f"to replace them or choose another --out")
+
+
+def predict_to_folder(predictor: Predictor, inputs: dict[str, str], out_dir: str):
+    """Write ``out_dir/masks/<stem>.png`` (0/255) and ``out_dir/overlays/<stem>.png`` for
+    each of ``inputs`` (``{stem: file}``); yields ``(file, mask file, lesion fraction)``."""
+    from .overlay import save_mask, save_overlay
+
+    for stem, path in inputs.items():
+        image = read_image(path)
+        _prob, mask = predictor.predict([image])[0]
+        mask_path, overlay_path = _outputs(out_dir, stem)
+        save_mask(mask_path, mask)
+        save_overlay(overlay_path, image, None, mask)
+        yield path, mask_path, float(mask.mean())

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..fileio import atomic_write_csv
 from ..metrics import ALL_METRICS, EMPTY_POLICY, summarize
 
 # Table 5 column order, then the extra Specificity column.
@@ -20,8 +21,6 @@ TABLE_NOTE = ("Metrics per image at its original resolution (predictions resized
 
 def write_per_image_csv(path: str, rows, extra_fields=()) -> str:
     """Write the per-image rows atomically (temporary file + ``os.replace``)."""
-    from ..train.checkpoint import atomic_write_csv
-
     fields = ["name", *extra_fields, *ALL_METRICS]
     atomic_write_csv(path, fields, [
         {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])

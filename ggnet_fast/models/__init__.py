@@ -9,10 +9,11 @@ from .boundary import BOUNDARY_FORMS, BoundaryDetection, boundary_map
 from .config import PRESET_OPTIONS, PRESETS, VARIANT_SPECS, VARIANTS, GGNetConfig, VariantSpec
 from .ggnet import GGNet, GGNetOutput
 from .params import count_parameters, parameter_table, variant_table
-from .presets import build_ggnet
+from .build import build_ggnet
+from .presets import PRESET_TABLE, Preset
 
 __all__ = [
     "BACKBONES", "BOUNDARY_FORMS", "BoundaryDetection", "GGNet", "GGNetConfig", "GGNetOutput",
-    "PRESETS", "PRESET_OPTIONS", "ResNetStages", "VARIANTS", "VARIANT_SPECS", "VariantSpec",
+    "PRESETS", "PRESET_OPTIONS", "PRESET_TABLE", "Preset", "ResNetStages", "VARIANTS", "VARIANT_SPECS", "VariantSpec",
     "boundary_map", "build_ggnet", "count_parameters", "parameter_table", "variant_table",
 ]

@@ -13,32 +13,10 @@ from dataclasses import dataclass, field
 
 from .backbone import BACKBONES, STAGE_STRIDES
 from .boundary import BOUNDARY_FORMS
+from .presets import PRESET_TABLE, PRESETS
 
-PRESETS = ("paper", "released")
-
-# Every row of shared/design/ggnet-reference.md where the paper and the released code differ.
-PRESET_OPTIONS: dict[str, dict] = {
-    "paper": {
-        "ggb_stride": 8,                 # MLIF and GGB at layer-2 size
-        "spatial_combine": "product",    # softmax(S_x * S_g), Eq. 3
-        "channel_combine": "product",    # softmax(S_Z * S_G)
-        "channel_stabilize": None,
-        "residual": "fixed",             # y = attn + x
-        "use_se": True,                  # SE on the guidance, Eq. 4-5
-        "boundary_form": "paper",        # E = F - maxpool(F)
-        "bd_on_output": False,           # BD modules on the four CNN layers only
-    },
-    "released": {
-        "ggb_stride": 4,                 # ASPP output upsampled to layer-1 size
-        "spatial_combine": "matmul",     # softmax(bmm(S_x, S_g)), O(N^3)
-        "channel_combine": "matmul",
-        "channel_stabilize": "max-minus",
-        "residual": "learnable",         # y = gamma * attn + x, gamma init 0
-        "use_se": False,                 # SE built but switched off in the decoder
-        "boundary_form": "released",     # E = |F - maxpool(F)|
-        "bd_on_output": True,            # BD on the four side outputs and the final output
-    },
-}
+# The model rows of the preset table (models/presets.py), by preset name.
+PRESET_OPTIONS: dict[str, dict] = {name: p.model for name, p in PRESET_TABLE.items()}
 
 
 @dataclass(frozen=True)

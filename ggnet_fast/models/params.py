@@ -24,7 +24,8 @@ def parameter_table(model: nn.Module, trainable_only: bool = True) -> dict[str, 
 def variant_table(backbone: str = "resnext101_32x8d", preset: str = "paper",
                   variants=None, **overrides) -> list[tuple[str, int, dict[str, int]]]:
     """``(variant, total, per-module)`` for each variant, built with ``weights=None``."""
-    from .presets import VARIANTS, build_ggnet
+    from .build import build_ggnet
+    from .config import VARIANTS
 
     rows = []
     for variant in variants or VARIANTS:

@@ -1,29 +1,69 @@
-"""``build_ggnet``: a GG-Net from a preset, a variant and overrides."""
+"""The preset table: everything the word ``paper`` or ``released`` selects, in one place.
+
+Each preset fixes one side of every difference between the paper and the authors'
+released code (``docs/model.md``, "Presets"): the architecture (``model``: defaults of
+:class:`~ggnet_fast.models.config.GGNetConfig`), the loss (``loss``: defaults of
+:class:`~ggnet_fast.losses.GGNetLoss`) and the training schedule (``schedule``: fields of
+:class:`~ggnet_fast.train.TrainConfig`). Single entries are overridden by keyword
+(``build_ggnet(preset="paper", ggb_stride=4)``, ``--loss-opt``, ``--epochs``...).
+"""
 from __future__ import annotations
 
-from .config import PRESET_OPTIONS, PRESETS, VARIANT_SPECS, VARIANTS, resolve_config
-from .ggnet import GGNet
+from dataclasses import dataclass
 
 
-def build_ggnet(preset: str = "paper", variant: str = "full", backbone: str = "resnext101_32x8d",
-                weights=None, ggb_stride: int | None = None, backend: str = "auto",
-                **overrides) -> GGNet:
-    """Build a GG-Net.
-
-    Args:
-        preset: ``"paper"`` or ``"released"`` (:data:`PRESET_OPTIONS`).
-        variant: one of :data:`VARIANTS` (Table 1-3 ablations and ``"gap"``).
-        backbone: ``"resnext101_32x8d"``, ``"resnext50_32x4d"``, ``"resnet18"``, ``"resnet34"``,
-            ``"resnet50"`` or ``"resnext101_32x4d"`` (the released code's; no torchvision weights).
-        weights: ``None``, a path to a torchvision-format state dict, or a torchvision weights
-            enum/name already in torchvision's cache.  Not stored in ``model.config``.
-        ggb_stride: 4 (released), 8 (paper), 2 or 16; ``None`` takes the preset's.
-        backend: attention operator backend (``"auto"``, ``"reference"``, ``"triton"``...).
-        **overrides: any other field of :class:`~ggnet_fast.models.config.GGNetConfig`
-            (``spatial_combine``, ``residual``, ``use_se``, ``boundary_form``, ``key_channels``...).
-    """
-    config = resolve_config(preset, variant, backbone, ggb_stride, backend, **overrides)
-    return GGNet(config, weights=weights)
+@dataclass(frozen=True)
+class Preset:
+    model: dict
+    loss: dict
+    schedule: dict
+    description: str
 
 
-__all__ = ["PRESETS", "PRESET_OPTIONS", "VARIANTS", "VARIANT_SPECS", "build_ggnet"]
+PRESET_TABLE: dict[str, Preset] = {
+    "paper": Preset(
+        description="as published: 100 epochs, lr x0.1 at epoch 50",
+        model={
+            "ggb_stride": 8,                 # MLIF and GGB at layer-2 size
+            "spatial_combine": "product",    # softmax(S_x * S_g), Eq. 3
+            "channel_combine": "product",    # softmax(S_Z * S_G)
+            "channel_stabilize": None,
+            "residual": "fixed",             # y = attn + x
+            "use_se": True,                  # SE on the guidance, Eq. 4-5
+            "boundary_form": "paper",        # E = F - maxpool(F)
+            "bd_on_output": False,           # BD modules on the four CNN layers only
+        },
+        # Eq. 6-9: lambda_1 = 1, lambda_2 = 10, Canny target, squared Dice denominator
+        loss={"lambda_seg": 1.0, "lambda_boundary": 10.0, "lambda_final": 1.0,
+              "boundary_target": "canny", "dice_squared": True, "smooth": 1.0},
+        # SGD, lr x0.1 every 50 epochs, 100 epochs, validation each epoch, no early stop
+        schedule={"schedule": "epochs", "epochs": 100, "lr_step_epochs": 50,
+                  "bias_lr_mult": 1.0, "early_stop_patience": 0}),
+    "released": Preset(
+        description="the authors' code: 13,400 iterations, 2x bias lr, early stopping",
+        model={
+            "ggb_stride": 4,                 # ASPP output upsampled to layer-1 size
+            "spatial_combine": "matmul",     # softmax(bmm(S_x, S_g)), O(N^3)
+            "channel_combine": "matmul",
+            "channel_stabilize": "max-minus",
+            "residual": "learnable",         # y = gamma * attn + x, gamma init 0
+            "use_se": False,                 # SE built but switched off in the decoder
+            "boundary_form": "released",     # E = |F - maxpool(F)|
+            "bd_on_output": True,            # BD on the four side outputs and the final output
+        },
+        # train.py: every term weighted 1, morphological target, plain Dice sums, smooth 1e-5
+        loss={"lambda_seg": 1.0, "lambda_boundary": 1.0, "lambda_final": 1.0,
+              "boundary_target": "morphological", "dice_squared": False, "smooth": 1e-5},
+        # same SGD with 2x lr for biases, lr x0.1 at 6,700 of 13,400 iterations, early
+        # stopping after 30 validations without a better validation Dice
+        schedule={"schedule": "iterations", "iterations": 13400, "lr_step_iters": 6700,
+                  "bias_lr_mult": 2.0, "early_stop_patience": 30}),
+}
+PRESETS = tuple(PRESET_TABLE)
+
+
+def preset(name: str) -> Preset:
+    """The row of :data:`PRESET_TABLE` called ``name``."""
+    if name not in PRESET_TABLE:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {name!r}")
+    return PRESET_TABLE[name]

@@ -1,10 +1,8 @@
-"""Training configuration (one JSON-serialisable dataclass) and the two schedule presets.
+"""Training configuration: one JSON-serialisable dataclass, saved as ``config.json``.
 
-``paper``:    SGD (momentum 0.9, weight decay 1e-4), batch 4, lr 1e-3, x0.1 every 50
-              epochs, 100 epochs, validation each epoch, no early stopping.
-``released``: the authors' code: same SGD with 2x lr for biases, 13,400 iterations, lr
-              x0.1 at 6,700, validation every ``val_every`` iterations and early stopping
-              after 30 validations without a better validation Dice.
+The preset word (``paper``/``released``) selects the model, loss and schedule rows of the
+one preset table (:mod:`ggnet_fast.models.presets`); :func:`preset_schedule` gives the
+schedule fields.
 """
 from __future__ import annotations
 
@@ -12,39 +10,25 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from ..data.config import DataConfig, migrate_legacy_keys
+from ..fileio import atomic_write_text
+from ..models.presets import preset
+
 SCHEDULES = ("epochs", "iterations")
+AMP_MODES = ("auto", "on", "off")
 
 
-def preset_schedule(preset: str) -> dict:
-    """Schedule fields implied by a model/loss preset."""
-    if preset == "paper":
-        return dict(schedule="epochs", epochs=100, lr_step_epochs=50, bias_lr_mult=1.0,
-                    early_stop_patience=0)
-    if preset == "released":
-        return dict(schedule="iterations", iterations=13400, lr_step_iters=6700,
-                    bias_lr_mult=2.0, early_stop_patience=30)
-    raise ValueError(f"preset must be 'paper' or 'released', got {preset!r}")
+def preset_schedule(name: str) -> dict:
+    """Schedule fields implied by preset ``name``."""
+    return dict(preset(name).schedule)
 
 
 @dataclass
-class TrainConfig:
-    """Everything a run needs; saved as ``config.json`` in the run folder."""
+class TrainConfig(DataConfig):
+    """Everything a run needs: the dataset and split (:class:`DataConfig`'s fields), the
+    model and loss, the optimisation schedule and how to execute it."""
 
     out_dir: str = "runs/ggnet"
-    # data
-    data: str = "phantom"               # phantom | busi | folder
-    data_root: str | None = None
-    include_normal: bool = False
-    phantom_n: int = 300
-    phantom_seed: int = 0
-    phantom_size: int = 128
-    phantom_jitter: float = 0.0
-    split: str = "kfold"                # kfold | holdout
-    folds: int = 3
-    fold: int = 0
-    fold_seed: int = 42
-    test_fraction: float = 0.2          # holdout only
-    val_fraction: float = 0.1           # of the training part, for model selection
     # model and loss
     preset: str = "paper"
     variant: str = "full"
@@ -53,6 +37,7 @@ class TrainConfig:
     ggb_stride: int | None = None       # None: the preset's (paper 8, released 4)
     backend: str = "auto"
     model_overrides: dict = field(default_factory=dict)
+    loss: str = "ggnet"                 # a name of ggnet_fast.losses.registered_losses()
     loss_overrides: dict = field(default_factory=dict)
     # input
     image_size: int = 256
@@ -86,27 +71,41 @@ class TrainConfig:
     max_steps: int = 0                  # stop (with a checkpoint) after this global step; 0 = off
 
     def validate(self) -> "TrainConfig":
-        if self.data not in ("phantom", "busi", "folder"):
-            raise ValueError(f"data must be phantom, busi or folder, got {self.data!r}")
-        if self.split not in ("kfold", "holdout"):
-            raise ValueError(f"split must be kfold or holdout, got {self.split!r}")
+        """Check every setting (dataset and split, schedule, model and loss options
+        included) without building anything; raises ``ValueError``. Returns ``self``."""
+        super().validate()
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.split == "kfold" and not 0 <= self.fold < self.folds:
-            raise ValueError(f"fold must be in [0, {self.folds}), got {self.fold}")
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
-        if self.amp not in ("auto", "on", "off"):
-            raise ValueError(f"amp must be auto, on or off, got {self.amp!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        self._validate_model_and_loss()
         return self
+
+    def _validate_model_and_loss(self) -> None:
+        from ..losses import build_loss
+        from ..models.config import resolve_config
+
+        try:
+            resolve_config(self.preset, self.variant, self.backbone, self.ggb_stride,
+                           self.backend, **self.model_overrides)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid model setting: {exc}") from exc
+        try:
+            build_loss(self.loss, self.preset, **self.loss_overrides)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid loss setting: {exc}") from exc
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """From a saved configuration (one written before the dataset registry too)."""
+        d = migrate_legacy_keys(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -114,7 +113,6 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: str) -> None:
-        from .checkpoint import atomic_write_text
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod

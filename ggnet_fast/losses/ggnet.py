@@ -23,16 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.presets import PRESET_TABLE
+from .registry import register_loss
+
 BOUNDARY_TARGETS = ("canny", "morphological")
 
-LOSS_PRESETS: dict[str, dict] = {
-    # Eq. 6-9: lambda_1 = 1, lambda_2 = 10, Canny target, squared Dice denominator.
-    "paper": {"lambda_seg": 1.0, "lambda_boundary": 10.0, "lambda_final": 1.0,
-              "boundary_target": "canny", "dice_squared": True, "smooth": 1.0},
-    # train.py: every term weighted 1, morphological target, plain Dice sums, smooth 1e-5.
-    "released": {"lambda_seg": 1.0, "lambda_boundary": 1.0, "lambda_final": 1.0,
-                 "boundary_target": "morphological", "dice_squared": False, "smooth": 1e-5},
-}
+# Loss rows of the preset table (ggnet_fast.models.presets), by preset name.
+LOSS_PRESETS: dict[str, dict] = {name: p.loss for name, p in PRESET_TABLE.items()}
 
 
 def _compute(x: torch.Tensor) -> torch.Tensor:
@@ -123,11 +120,12 @@ class GGNetLoss(nn.Module):
             ``boundary_target`` (``"canny"`` / ``"morphological"``), ``dice_squared``,
             ``smooth``.
 
-    ``loss(out, masks, boundary_targets=None) -> (total, parts)``: ``out`` is a
-    ``GGNetOutput`` (or a bare logits tensor), ``masks`` float ``[B, 1, H, W]`` in {0, 1};
+    ``loss(out, masks, boundary_targets=None) -> total``: ``out`` is a ``GGNetOutput``
+    (or a bare logits tensor), ``masks`` float ``[B, 1, H, W]`` in {0, 1};
     ``boundary_targets`` may be precomputed (same shape).  ``total`` is a scalar tensor
-    with grad; ``parts`` maps ``total``, ``seg_final``, ``dice_final``, ``bce_final``,
-    ``seg_sides``, ``boundary`` (weighted sums) to detached floats.
+    with grad.  :meth:`terms` returns every term (``total``, ``seg_final``,
+    ``dice_final``, ``bce_final``, ``seg_sides``, ``boundary``; weighted sums) as scalar
+    tensors on the input's device, for logging or inspection.
     """
 
     def __init__(self, preset: str = "paper", **overrides) -> None:
@@ -150,7 +148,13 @@ class GGNetLoss(nn.Module):
         self.preset = preset
         self.options = opts
 
-    def forward(self, out, masks: torch.Tensor, boundary_targets: torch.Tensor | None = None):
+    def forward(self, out, masks: torch.Tensor,
+                boundary_targets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.terms(out, masks, boundary_targets)["total"]
+
+    def terms(self, out, masks: torch.Tensor,
+              boundary_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every term of Eq. 6 as a scalar tensor (with grad), ``"total"`` their sum."""
         o = self.options
         logits = out if isinstance(out, torch.Tensor) else out.logits
         sides = () if isinstance(out, torch.Tensor) else tuple(out.side_logits)
@@ -168,11 +172,12 @@ class GGNetLoss(nn.Module):
         seg_sides = o["lambda_seg"] * seg_sides
         boundary = o["lambda_boundary"] * boundary
         total = o["lambda_final"] * seg_final + seg_sides + boundary
-        values = torch.stack([total, seg_final, dice_final, bce_final, seg_sides, boundary])
-        names = ("total", "seg_final", "dice_final", "bce_final", "seg_sides", "boundary")
-        parts = dict(zip(names, values.detach().cpu().tolist()))
-        return total, parts
+        return {"total": total, "seg_final": seg_final, "dice_final": dice_final,
+                "bce_final": bce_final, "seg_sides": seg_sides, "boundary": boundary}
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"preset={self.preset!r}, {opts}"
+
+
+register_loss("ggnet", GGNetLoss)

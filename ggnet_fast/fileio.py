@@ -1,13 +1,14 @@
-"""Atomic checkpoint files and RNG-state capture (loadable with ``weights_only=True``)."""
+"""Files on disk, shared by training and evaluation: atomic writers (temporary file in the
+same folder, ``fsync``, ``os.replace``: a crash leaves the old file or the new one, never a
+torn one), weights-only checkpoint reads, JSON reads and the run-folder layout."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
-import random
 import tempfile
 
-import numpy as np
 import torch
 
 
@@ -68,30 +69,28 @@ def atomic_write_csv(path: str, fields, rows) -> None:
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def rng_state() -> dict:
-    """Torch (CPU and CUDA), NumPy and Python RNG states as tensors/ints/lists only."""
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "cached": float(np_cached)},
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-    }
+def read_json(path: str):
+    """The JSON value in ``path``, or ``None`` if the file is missing or not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+def run_folders(root: str) -> list[str]:
+    """The run folders under ``root``: ``[root]`` if it holds ``config.json`` (one run),
+    else its sub-folders that do (``fold0/``, ``fold1/``... of ``--fold all``), sorted."""
+    if os.path.isfile(os.path.join(root, "config.json")):
+        return [root]
+    subs = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json"))) \
+        if os.path.isdir(root) else []
+    if not subs:
+        raise FileNotFoundError(f"{root} holds neither config.json nor run folders with one")
+    return [os.path.join(root, d) for d in subs]
