@@ -141,6 +141,7 @@ setup(
             "tqdm>=4.60",
             "pillow>=9",
             "pydensecrf2>=1.1",
+            "matplotlib>=3.7",     # ggnet compare's figure
         ],
         "test": [
             "pytest>=7",
@@ -152,6 +153,7 @@ setup(
             "pillow>=9",
             "pydensecrf2>=1.1",
             "monai>=1.3",          # independent Hausdorff cross-check in tests/test_metrics.py
+            "matplotlib>=3.7",
         ],
     },
     entry_points={"console_scripts": ["ggnet=ggnet_fast.cli:main"]},
