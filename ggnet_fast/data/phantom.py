@@ -89,14 +89,34 @@ def make_phantom(seed: int, size=(128, 128), index: int = 0,
     if h < 32 or w < 32:
         raise ValueError(f"size must be at least 32x32, got {h}x{w}")
     rng = np.random.default_rng([int(seed), int(index)])
-    s = min(h, w) / 128.0
-    u = lambda r: rng.uniform(*r)  # noqa: E731
+    s = min(h, w) / 128.0  # lengths below are in pixels at 128 px
     echo, fat, gland = _tissue(rng, h, w)
+    lesion = _lesion(rng, h, w, fat, gland, params)
+    echo = _blend_lesion(rng, echo, lesion, s, params)
+    echo = _posterior_shadow(rng, echo, lesion, s, params)
+    grey = _speckle_and_compress(rng, echo, s, params)
+    return np.repeat(grey[..., None], 3, axis=2), lesion.mask.astype(np.uint8)
 
-    # ---- lesion geometry (exact mask) ----
+
+@dataclass
+class _Lesion:
+    """The lesion's exact mask [H, W] bool, its polar coordinates rho/theta [H, W] around
+    the centre (cx, cy) in units of the semi-axes (rx, ry), and its contour radius(theta)."""
+
+    mask: np.ndarray
+    rho: np.ndarray
+    theta: np.ndarray
+    radius: np.ndarray
+    rx: float
+    ry: float
+    cy: float
+
+
+def _lesion(rng, h: int, w: int, fat, gland, params: PhantomParams) -> _Lesion:
+    """A perturbed (optionally spiculated) ellipse between the fat and gland interfaces."""
     ry_max = 0.5 * (gland.mean() - fat.mean())
-    rx = u(params.lesion_radius) * min(h, w)
-    ry = min(rx * u(params.lesion_aspect), max(ry_max, 0.08 * h))
+    rx = rng.uniform(*params.lesion_radius) * min(h, w)
+    ry = min(rx * rng.uniform(*params.lesion_aspect), max(ry_max, 0.08 * h))
     cx = rng.uniform(rx + 2, w - rx - 2) if w > 2 * rx + 4 else w / 2
     cy = rng.uniform(fat.mean() + 0.3 * ry, gland.mean() - 0.3 * ry)
     cy = float(np.clip(cy, ry + 2, h - ry - 2))
@@ -104,7 +124,7 @@ def make_phantom(seed: int, size=(128, 128), index: int = 0,
     dx, dy = (xx - cx) / rx, (yy - cy) / ry
     rho, theta = np.hypot(dx, dy), np.arctan2(dy, dx)
     radius = np.ones_like(theta)
-    irr = u(params.irregularity)
+    irr = rng.uniform(*params.irregularity)
     for k in range(2, 7):
         radius += rng.uniform(0, irr) / (k - 1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     if rng.random() < params.p_spiculated:
@@ -114,45 +134,56 @@ def make_phantom(seed: int, size=(128, 128), index: int = 0,
     mask = rho <= radius
     if not mask.any():  # degenerate: force the centre pixel
         mask[int(round(cy)), int(round(cx))] = True
+    return _Lesion(mask, rho, theta, radius, rx, ry, cy)
 
-    # ---- blend a hypoechoic interior with a contour-dependent blur ----
-    mean_r = 0.5 * (rx + ry)
-    signed = (radius - rho) * mean_r  # ~ pixels inside (+) / outside (-)
-    blur = u(params.boundary_blur) * s * (1 + 0.8 * np.cos(theta - rng.uniform(0, 2 * np.pi)))
+
+def _blend_lesion(rng, echo, lesion: _Lesion, s: float, params: PhantomParams):
+    """A hypoechoic interior blended in with a contour-dependent boundary blur."""
+    mean_r = 0.5 * (lesion.rx + lesion.ry)
+    signed = (lesion.radius - lesion.rho) * mean_r  # ~ pixels inside (+) / outside (-)
+    blur = rng.uniform(*params.boundary_blur) * s * (
+        1 + 0.8 * np.cos(lesion.theta - rng.uniform(0, 2 * np.pi)))
     soft = 1.0 / (1.0 + np.exp(-signed / np.maximum(blur, 0.3 * s)))
-    inside = u(params.lesion_contrast) * echo.mean() * (1 + 0.25 * _texture(rng, (h, w), 2 * s))
-    echo = echo * (1 - soft) + np.clip(inside, 0.01, None) * soft
+    inside = rng.uniform(*params.lesion_contrast) * echo.mean() * (
+        1 + 0.25 * _texture(rng, echo.shape, 2 * s))
+    return echo * (1 - soft) + np.clip(inside, 0.01, None) * soft
 
-    # ---- posterior shadowing / enhancement below the lesion ----
+
+def _posterior_shadow(rng, echo, lesion: _Lesion, s: float, params: PhantomParams):
+    """Posterior acoustic shadowing (or enhancement, or neither) below the lesion."""
     r = rng.random()
-    if r < params.p_shadow + params.p_enhancement:
-        cols = ndimage.gaussian_filter1d(mask.any(axis=0).astype(np.float64), 2 * s)
-        bottom = np.where(mask.any(axis=0), h - 1 - np.argmax(mask[::-1], axis=0), cy)
-        bottom = ndimage.gaussian_filter1d(bottom.astype(np.float64), 3 * s)
-        ramp = np.clip((yy - bottom[None, :]) / (6 * s), 0, 1)
-        strength = u(params.shadow_strength)
-        factor = (1 - strength * cols[None, :] * ramp) if r < params.p_shadow else (
-            1 + 0.8 * strength * cols[None, :] * ramp)
-        echo = echo * factor
+    if r >= params.p_shadow + params.p_enhancement:
+        return echo
+    h, mask = echo.shape[0], lesion.mask
+    cols = ndimage.gaussian_filter1d(mask.any(axis=0).astype(np.float64), 2 * s)
+    bottom = np.where(mask.any(axis=0), h - 1 - np.argmax(mask[::-1], axis=0), lesion.cy)
+    bottom = ndimage.gaussian_filter1d(bottom.astype(np.float64), 3 * s)
+    yy = np.arange(h, dtype=np.float64)[:, None]
+    ramp = np.clip((yy - bottom[None, :]) / (6 * s), 0, 1)
+    strength = rng.uniform(*params.shadow_strength)
+    factor = (1 - strength * cols[None, :] * ramp) if r < params.p_shadow else (
+        1 + 0.8 * strength * cols[None, :] * ramp)
+    return echo * factor
 
-    # ---- speckle (Rayleigh envelope of a filtered complex Gaussian field) ----
-    grain = u(params.speckle_grain) * s
+
+def _speckle_and_compress(rng, echo, s: float, params: PhantomParams) -> np.ndarray:
+    """Rayleigh speckle (envelope of a filtered complex Gaussian field), depth attenuation
+    with partial TGC, electronic noise and log compression; uint8 [H, W]."""
+    h, w = echo.shape
+    grain = rng.uniform(*params.speckle_grain) * s
     field = rng.standard_normal((h, w)) + 1j * rng.standard_normal((h, w))
     field = ndimage.gaussian_filter(field.real, (grain, 2 * grain)) + 1j * ndimage.gaussian_filter(
         field.imag, (grain, 2 * grain))
     speckle = np.abs(field)
     speckle /= np.sqrt(np.mean(speckle ** 2)) + 1e-12
     envelope = np.sqrt(echo) * speckle
-
-    # ---- depth attenuation with partial TGC, electronic noise, log compression ----
-    z = yy / h
-    envelope = envelope * np.exp(-u(params.attenuation) * z * rng.uniform(0.3, 0.7))
+    z = np.arange(h, dtype=np.float64)[:, None] / h
+    envelope = envelope * np.exp(-rng.uniform(*params.attenuation) * z * rng.uniform(0.3, 0.7))
     envelope += 0.02 * np.abs(rng.standard_normal((h, w)))
     c = 3.0
     img = np.log1p(c * envelope) / np.log1p(c * np.percentile(envelope, 99.5))
     img = np.clip(img * rng.uniform(0.85, 1.0), 0, 1)
-    grey = (img * 255.0 + 0.5).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2), mask.astype(np.uint8)
+    return (img * 255.0 + 0.5).astype(np.uint8)
 
 
 class PhantomDataset(SegmentationSource):
