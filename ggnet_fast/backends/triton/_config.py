@@ -27,13 +27,17 @@ def block(n: int, lo: int = MIN_BLOCK) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot`` input precision that mirrors PyTorch's float32 matmul setting.
+    """``tl.dot`` input precision for inputs of ``dtype`` (half inputs: exact products).
 
-    float32 inputs use IEEE products unless ``torch.set_float32_matmul_precision`` allows
-    TF32 (the same rule as ``torch.matmul``); half inputs ignore this.
+    float32 follows ``torch.set_float32_matmul_precision`` like ``torch.matmul``, with
+    one change: "highest" (torch's default) gives "tf32x3" (three TF32 products of a
+    hi/lo split, float32-accurate: 3e-7 relative delta error at N = 64x64, measured with
+    ``tests/triton_emulation.py``) instead of "ieee", whose FMA loops need 18-44 KB of
+    spills and up to 524 KB of shared memory at d = dg = C = 256 and cannot launch on
+    H100/H200.  "high" and "medium" give plain "tf32" (1e-3 relative, like torch).
     """
     if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "ieee"
+        return "tf32x3"
     return "tf32"
 
 
@@ -51,25 +55,55 @@ def configs(gpu: list[dict], interpret: dict) -> list[triton.Config]:
     return out
 
 
+#: ``GGNET_TRITON_AUTOTUNE=0`` (read at import): no autotuning on a GPU; every kernel
+#: runs the first configuration of its list for the problem (the ``default`` column of
+#: the static report ``_aot.py --json``).  For correctness runs: no timing launches.
+AUTOTUNE = os.environ.get("GGNET_TRITON_AUTOTUNE", "1") not in ("", "0")
+
+
 def tuned(narrow: list[dict], wide: list[dict], interpret: dict, is_wide) -> dict:
     """``triton.autotune`` arguments choosing between two configuration lists by size.
 
     ``is_wide(args)`` (all launch arguments by name) picks ``wide`` for the problem; the
     autotuner then only compiles and times that list's configurations (each compile of a
-    d = 256 kernel takes seconds, so the lists stay short).  Under the interpreter there
-    is only ``interpret``, and pruning never runs.
+    d = 256 kernel takes seconds, so the lists stay short), or only its first one with
+    ``GGNET_TRITON_AUTOTUNE=0``.  Under the interpreter there is only ``interpret``, and
+    pruning never runs.
     """
     if INTERPRET:
         return {"configs": configs([], interpret)}
     cn, cw = configs(narrow, interpret), configs(wide, interpret)
-    keys_n, keys_w = {str(c) for c in cn}, {str(c) for c in cw}
+    keys_n, keys_w = [str(c) for c in cn], [str(c) for c in cw]
     everything = cn + [c for c in cw if str(c) not in keys_n]
 
     def prune(configs_, named_args, **kwargs):
         keys = keys_w if is_wide({**named_args, **kwargs}) else keys_n
-        return [c for c in configs_ if str(c) in keys] or list(configs_)
+        kept = sorted((c for c in configs_ if str(c) in keys), key=lambda c: keys.index(str(c)))
+        kept = kept or list(configs_)
+        return kept if AUTOTUNE else kept[:1]
 
     return {"configs": everything, "prune_configs_by": {"early_config_prune": prune}}
+
+
+def single(gpu: list[dict], interpret: dict) -> list[triton.Config]:
+    """``configs`` for a kernel without size classes: only the first GPU configuration
+    with ``GGNET_TRITON_AUTOTUNE=0``."""
+    return configs(gpu if AUTOTUNE else gpu[:1], interpret)
+
+
+def autotune_candidates(kernel, args: dict) -> list[triton.Config]:
+    """The configurations ``kernel`` (an autotuned kernel) would time for launch
+    arguments ``args`` (by name), default first."""
+    prune = getattr(kernel, "early_config_prune", None)
+    return prune(kernel.configs, args) if prune is not None else list(kernel.configs)
+
+
+#: Power-of-two factor applied to the spatial weights e = expm1(p) <= e - 1 and
+#: w = p exp(p) <= e before their 16-bit rounding (undone on the float32 accumulators).
+#: p ~ 1/N^2 at N = 4096 is 6e-8, below float16's smallest normal (6.1e-5); times 2^14
+#: every p >= 2^-28 stays normal and the largest weight (2.72 * 2^14) stays below the
+#: float16 maximum 65504.  Exact and free for bfloat16/float32 (folded into constants).
+W_SCALE = tl.constexpr(16384.0)
 
 
 @triton.jit
@@ -82,14 +116,32 @@ def expm1_unit(x):
     for tiny x, where ``exp(x) - 1`` would lose every digit.  Costs 10 FMAs and no
     MUFU instruction (the exponential units are the scarce resource at small d).
     """
-    r = 1.0 / 3628800.0
-    r = 1.0 / 362880.0 + x * r
-    r = 1.0 / 40320.0 + x * r
-    r = 1.0 / 5040.0 + x * r
-    r = 1.0 / 720.0 + x * r
-    r = 1.0 / 120.0 + x * r
-    r = 1.0 / 24.0 + x * r
-    r = 1.0 / 6.0 + x * r
-    r = 0.5 + x * r
-    r = 1.0 + x * r
+    return expm1_unit_scaled(x, 1.0)
+
+
+@triton.jit
+def expm1_unit_scaled(x, scale: tl.constexpr):
+    """``scale * expm1(x)`` for x in [0, 1]: ``expm1_unit`` with every coefficient
+    multiplied by the compile-time ``scale`` (no extra instruction)."""
+    r = scale * (1.0 / 3628800.0)
+    r = scale * (1.0 / 362880.0) + x * r
+    r = scale * (1.0 / 40320.0) + x * r
+    r = scale * (1.0 / 5040.0) + x * r
+    r = scale * (1.0 / 720.0) + x * r
+    r = scale * (1.0 / 120.0) + x * r
+    r = scale * (1.0 / 24.0) + x * r
+    r = scale * (1.0 / 6.0) + x * r
+    r = scale * 0.5 + x * r
+    r = scale + x * r
     return x * r
+
+
+@triton.jit
+def row_scale(w, sc):
+    """Per-row power-of-two scale for a float16 MMA operand ``w`` [R, K] (rows = the
+    accumulator's rows), non-increasing along the loop: ``min(sc, 2^floor(log2(2^14
+    / rowmax|w|)))``.  Rows of ``w * new`` stay below 2^15 < 65504 and their
+    large entries normal; the caller multiplies its accumulator by ``new / sc`` (<= 1)
+    and divides by the final scale.  Start from ``sc = 2^64`` (all-zero rows keep it)."""
+    m = tl.maximum(tl.max(tl.abs(w), 1), 5.421010862427522e-20)  # 2^-64
+    return tl.minimum(sc, tl.exp2(tl.floor(tl.log2(16384.0 / m))))

@@ -24,22 +24,22 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import block, configs, dot_precision, expm1_unit
+from ._config import block, dot_precision, expm1_unit, single
 
 # Chosen from an AOT compile for sm_90 at C = 256, bf16 (python -m
 # ggnet_fast.backends.triton._aot --op channel --all-configs): all spill-free.
-_GRAM_CONFIGS = configs(
+_GRAM_CONFIGS = single(
     [dict(BLOCK_R=br, BLOCK_S=bs, BLOCK_K=bk, num_warps=w, num_stages=s)
      for br, bs, bk, w, s in ((128, 64, 32, 8, 3), (64, 64, 32, 8, 4), (128, 128, 32, 8, 3),
                               (64, 64, 64, 4, 3))],
     dict(BLOCK_R=128, BLOCK_S=128, BLOCK_K=256),
 )
-_MAP_CONFIGS = configs(
+_MAP_CONFIGS = single(
     [dict(BLOCK_R=br, BLOCK_K=bk, num_warps=w, num_stages=1)
      for br, bk, w in ((16, 16, 8), (16, 32, 8), (16, 16, 4))],
     dict(BLOCK_R=64, BLOCK_K=64),
 )
-_APPLY_CONFIGS = configs(
+_APPLY_CONFIGS = single(
     [dict(BLOCK_R=br, BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=s)
      for br, bn, bk, w, s in ((64, 64, 32, 8, 3), (32, 64, 64, 8, 2), (128, 64, 32, 4, 3),
                               (128, 128, 32, 8, 3))],

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import block, dot_precision, expm1_unit, tuned
+from ._config import W_SCALE, block, dot_precision, expm1_unit_scaled, row_scale, tuned
 
 #: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
 #: per kernel; "pass": no extra forward accumulator, R from a separate loop.  Both give
@@ -38,6 +38,9 @@ R_MODE = os.environ.get("GGNET_TRITON_R_MODE", "o2")
 if R_MODE not in ("o2", "pass"):
     raise ValueError(f"GGNET_TRITON_R_MODE must be 'o2' or 'pass', got {R_MODE!r}")
 
+#: Autotuning key: sizes plus the flags that change a kernel's register use (the o2
+#: accumulator doubles the forward's; the R pass adds a loop to dq).  Tensor dtypes are
+#: part of every key.
 _KEY = ["N", "D", "DG", "C"]
 
 
@@ -48,6 +51,17 @@ def _load_tile(ptr, rows, row_mask, cols, n_cols, stride):
     zero outside ``row_mask`` and at columns ``>= n_cols``: [len(rows), len(cols)]."""
     return tl.load(ptr + rows[:, None] * stride + cols[None, :],
                    mask=row_mask[:, None] & (cols[None, :] < n_cols), other=0.0)
+
+
+@triton.jit
+def _weights(p, like):
+    """``(W_SCALE e, W_SCALE p exp(p))``, e = expm1(p), each rounded to ``like``'s dtype
+    (the 16-bit MMA operands).  Forward and backward both call this, so the backward's
+    p dp uses the same rounded weights as the forward's o2 and q (R = sum_j p dp then
+    holds exactly; a float32 w in the backward left 1e-2 bf16 gradient errors)."""
+    e = expm1_unit_scaled(p, W_SCALE).to(like.dtype)
+    w = (p * (W_SCALE + e.to(tl.float32))).to(like.dtype)
+    return e, w
 
 
 def _wide(args) -> bool:
@@ -126,7 +140,7 @@ def _lse_kernel(Q, K, STATS, N, D, DG, C, DT,
     tl.store(sbase + N + offs_m, m_b + tl.log(l_b), mask=rm)
 
 
-@triton.autotune(key=_KEY, **_FWD)
+@triton.autotune(key=_KEY + ["SAVE_O2"], **_FWD)
 @triton.heuristics({"BLOCK_C": lambda a: _c_block(a["C"], a["C_SPLIT"])})
 @triton.jit
 def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
@@ -159,36 +173,41 @@ def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
         mu = _load_tile(MU + vbase, offs_n, cn, offs_c, C, C)
         s = tl.dot(q, tl.trans(kt), input_precision=PREC)  # a + b in one MMA
         p = tl.where(cn[None, :], tl.exp(s - lse[:, None]), 0.0)
-        e = expm1_unit(p)
-        esum += tl.sum(e, 1)
-        acc = tl.dot(e.to(mu.dtype), mu, acc, input_precision=PREC)
+        # the row sums add exactly the rounded values the MMAs multiply (no rounding
+        # bias in o - mean(mu), which is ~1e-5 of o)
+        e, w = _weights(p, mu)
+        esum += tl.sum(e.to(tl.float32), 1)
+        acc = tl.dot(e, mu, acc, input_precision=PREC)
         if SAVE_O2:
-            w = p + p * e  # p * exp(p)
-            qsum += tl.sum(w, 1)
-            acc2 = tl.dot(w.to(mu.dtype), mu, acc2, input_precision=PREC)
-    L = N + esum
+            qsum += tl.sum(w.to(tl.float32), 1)
+            acc2 = tl.dot(w, mu, acc2, input_precision=PREC)
+    L = N + esum / W_SCALE
     musum = tl.load(MUSUM + pid_b * C + offs_c, mask=cc, other=0.0)
-    o = (musum[None, :] + acc) / L[:, None]
+    o = (musum[None, :] + acc / W_SCALE) / L[:, None]
     omask = rm[:, None] & cc[None, :]
     tl.store(O + vbase + offs_m[:, None] * C + offs_c[None, :], o, mask=omask)
     if SAVE_O2:
-        tl.store(O2 + vbase + offs_m[:, None] * C + offs_c[None, :], acc2 / L[:, None], mask=omask)
+        tl.store(O2 + vbase + offs_m[:, None] * C + offs_c[None, :],
+                 acc2 / (W_SCALE * L[:, None]), mask=omask)
     if pid_c == 0:
         tl.store(sbase + 2 * N + offs_m, L, mask=rm)
-        tl.store(sbase + 3 * N + offs_m, qsum / L, mask=rm)
+        tl.store(sbase + 3 * N + offs_m, qsum / (W_SCALE * L), mask=rm)
 
 
 # ---------------------------------------------------------------------------- backward
-@triton.autotune(key=_KEY, **_DQ)
+@triton.autotune(key=_KEY + ["R_PASS"], **_DQ)
 @triton.jit
-def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
+def _bwd_dq_kernel(Q, K, MU, DOL, DSC, STATS, BST, DTH, DET, N, D, DG, C, DT,
                    BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr, BLOCK_C: tl.constexpr,
-                   R_PASS: tl.constexpr, PREC: tl.constexpr,
+                   R_PASS: tl.constexpr, ROW_SCALE: tl.constexpr, PREC: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """DTH[b, i] = sum_j da_ij phi_j ([B, N, d]), DET[b, i] = sum_j db_ij rho_j ([B, N, dg]).
 
-    DOL = do / L (float32 [B, N, C]); BST[b] = (D_i / L_i, R_i).  With R_PASS, R_i is
-    first computed here (one extra loop) and written to BST[b, 1].
+    DOL = do / L times a power of two per batch element, rounded to the input dtype
+    ([B, N, C]); DSC[b] = the inverse of that factor; BST[b] = (D_i / L_i, R_i), both
+    from the rounded DOL.  With R_PASS, R_i is first computed here (one extra loop) and
+    written to BST[b, 1].  ROW_SCALE (float16): da, db get a per-row power-of-two
+    scale before their 16-bit rounding (``row_scale``).
     """
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -202,12 +221,14 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
     cc = offs_c < C
     th = _load_tile(Q + base, offs_m, rm, offs_d, D, DT)
     et = _load_tile(Q + base + D, offs_m, rm, offs_g, DG, DT)
-    dol = _load_tile(DOL + vbase, offs_m, rm, offs_c, C, C).to(MU.dtype.element_ty)
+    dol = _load_tile(DOL + vbase, offs_m, rm, offs_c, C, C)
+    inv = tl.load(DSC + pid_b)
     sbase = STATS + pid_b * 4 * N
     bbase = BST + pid_b * 2 * N
     lse_a = tl.load(sbase + offs_m, mask=rm, other=0.0)
     lse_b = tl.load(sbase + N + offs_m, mask=rm, other=0.0)
-    dl = tl.load(bbase + offs_m, mask=rm, other=0.0)
+    dl = tl.load(bbase + offs_m, mask=rm, other=0.0) * (1.0 / W_SCALE)
+    inv = inv * (1.0 / W_SCALE)  # (dsl * inv - dl) * w is p dp (w carries W_SCALE)
     if R_PASS:
         r = tl.zeros([BLOCK_M], tl.float32)
         for start in range(0, N, BLOCK_N):
@@ -220,12 +241,15 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
                   + tl.dot(et, tl.trans(rh), input_precision=PREC))
             p = tl.where(cn[None, :], tl.exp(ab - lse_a[:, None] - lse_b[:, None]), 0.0)
             dsl = tl.dot(dol, tl.trans(mu), input_precision=PREC)
-            r += tl.sum(p * (1.0 + expm1_unit(p)) * (dsl - dl[:, None]), 1)
+            _, w = _weights(p, mu)
+            r += tl.sum(w.to(tl.float32) * (dsl * inv - dl[:, None]), 1)
         tl.store(bbase + N + offs_m, r, mask=rm)
     else:
         r = tl.load(bbase + N + offs_m, mask=rm, other=0.0)
     dth = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     det = tl.zeros([BLOCK_M, BLOCK_DG], tl.float32)
+    sa = tl.full([BLOCK_M], 18446744073709551616.0, tl.float32)  # 2^64: row_scale's start
+    sb = tl.full([BLOCK_M], 18446744073709551616.0, tl.float32)
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         cn = offs_n < N
@@ -237,12 +261,25 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
         sx = tl.where(cn[None, :], tl.exp(a - lse_a[:, None]), 0.0)
         sg = tl.where(cn[None, :], tl.exp(b - lse_b[:, None]), 0.0)
         p = sx * sg
-        dsl = tl.dot(dol, tl.trans(mu), input_precision=PREC)  # ds_ij / L_i
-        t = p * (1.0 + expm1_unit(p)) * (dsl - dl[:, None])      # p_ij dp_ij
+        dsl = tl.dot(dol, tl.trans(mu), input_precision=PREC)  # ds_ij / L_i, scaled
+        _, w = _weights(p, mu)
+        t = w.to(tl.float32) * (dsl * inv - dl[:, None])         # p_ij dp_ij
         da = t - sx * r[:, None]
         db = t - sg * r[:, None]
+        if ROW_SCALE:
+            na = row_scale(da, sa)
+            nb = row_scale(db, sb)
+            dth = dth * (na / sa)[:, None]
+            det = det * (nb / sb)[:, None]
+            sa = na
+            sb = nb
+            da = da * sa[:, None]
+            db = db * sb[:, None]
         dth = tl.dot(da.to(ph.dtype), ph, dth, input_precision=PREC)
         det = tl.dot(db.to(rh.dtype), rh, det, input_precision=PREC)
+    if ROW_SCALE:
+        dth = dth / sa[:, None]
+        det = det / sb[:, None]
     tl.store(DTH + pid_b * N * D + offs_m[:, None] * D + offs_d[None, :],
              dth.to(DTH.dtype.element_ty), mask=rm[:, None] & (offs_d[None, :] < D))
     tl.store(DET + pid_b * N * DG + offs_m[:, None] * DG + offs_g[None, :],
@@ -251,13 +288,15 @@ def _bwd_dq_kernel(Q, K, MU, DOL, STATS, BST, DTH, DET, N, D, DG, C, DT,
 
 @triton.autotune(key=_KEY, **_DKV)
 @triton.jit
-def _bwd_dkv_kernel(Q, K, MU, DOL, DMUB, STATS, BST, DPH, DRH, DMU, N, D, DG, C, DT,
+def _bwd_dkv_kernel(Q, K, MU, DOL, DSC, DMUB, STATS, BST, DPH, DRH, DMU, N, D, DG, C, DT,
                     BLOCK_D: tl.constexpr, BLOCK_DG: tl.constexpr, BLOCK_C: tl.constexpr,
-                    PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                    ROW_SCALE: tl.constexpr, PREC: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Per key tile j: DPH[b, j] = dphi_j, DRH[b, j] = drho_j, DMU[b, j] = dmu_j.
 
     dmu_j = sum_i s_ij do_i = DMUB[b] + sum_i e_ij (do_i / L_i), DMUB[b] = sum_i do_i / L_i.
     Works on transposed [key, query] tiles so every accumulation is a plain MMA.
+    DOL, DSC, BST, ROW_SCALE as in ``_bwd_dq_kernel`` (here the rows are keys).
     """
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -277,36 +316,51 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DMUB, STATS, BST, DPH, DRH, DMU, N, D, DG, C,
     dph = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     drh = tl.zeros([BLOCK_N, BLOCK_DG], tl.float32)
     dmu = tl.zeros([BLOCK_N, BLOCK_C], tl.float32)
+    inv = tl.load(DSC + pid_b)
+    sa = tl.full([BLOCK_N], 18446744073709551616.0, tl.float32)  # 2^64: row_scale's start
+    sb = tl.full([BLOCK_N], 18446744073709551616.0, tl.float32)
     for start in range(0, N, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         rm = offs_m < N
         th = _load_tile(Q + base, offs_m, rm, offs_d, D, DT)
         et = _load_tile(Q + base + D, offs_m, rm, offs_g, DG, DT)
-        dol = _load_tile(DOL + vbase, offs_m, rm, offs_c, C, C).to(mu.dtype)
+        dol = _load_tile(DOL + vbase, offs_m, rm, offs_c, C, C)
         lse_a = tl.load(sbase + offs_m, mask=rm, other=0.0)
         lse_b = tl.load(sbase + N + offs_m, mask=rm, other=0.0)
-        dl = tl.load(bbase + offs_m, mask=rm, other=0.0)
+        dl = tl.load(bbase + offs_m, mask=rm, other=0.0) * (1.0 / W_SCALE)
         r = tl.load(bbase + N + offs_m, mask=rm, other=0.0)
         at = tl.dot(ph, tl.trans(th), input_precision=PREC)
         bt = tl.dot(rh, tl.trans(et), input_precision=PREC)
         sx = tl.where(rm[None, :], tl.exp(at - lse_a[None, :]), 0.0)
         sg = tl.where(rm[None, :], tl.exp(bt - lse_b[None, :]), 0.0)
         p = sx * sg
-        e = expm1_unit(p)
-        dmu = tl.dot(e.to(mu.dtype), dol, dmu, input_precision=PREC)
+        e, w = _weights(p, mu)
+        dmu = tl.dot(e, dol, dmu, input_precision=PREC)
         dsl = tl.dot(mu, tl.trans(dol), input_precision=PREC)
-        t = p * (1.0 + e) * (dsl - dl[None, :])
+        t = w.to(tl.float32) * (dsl * (inv / W_SCALE) - dl[None, :])
         da = t - sx * r[None, :]
         db = t - sg * r[None, :]
+        if ROW_SCALE:
+            na = row_scale(da, sa)
+            nb = row_scale(db, sb)
+            dph = dph * (na / sa)[:, None]
+            drh = drh * (nb / sb)[:, None]
+            sa = na
+            sb = nb
+            da = da * sa[:, None]
+            db = db * sb[:, None]
         dph = tl.dot(da.to(th.dtype), th, dph, input_precision=PREC)
         drh = tl.dot(db.to(et.dtype), et, drh, input_precision=PREC)
+    if ROW_SCALE:
+        dph = dph / sa[:, None]
+        drh = drh / sb[:, None]
     tl.store(DPH + pid_b * N * D + offs_n[:, None] * D + offs_d[None, :],
              dph.to(DPH.dtype.element_ty), mask=cn[:, None] & (offs_d[None, :] < D))
     tl.store(DRH + pid_b * N * DG + offs_n[:, None] * DG + offs_g[None, :],
              drh.to(DRH.dtype.element_ty), mask=cn[:, None] & (offs_g[None, :] < DG))
     dmub = tl.load(DMUB + pid_b * C + offs_c, mask=cc, other=0.0)
     tl.store(DMU + vbase + offs_n[:, None] * C + offs_c[None, :],
-             (dmu + dmub[None, :]).to(DMU.dtype.element_ty), mask=cn[:, None] & cc[None, :])
+             (dmu * (inv / W_SCALE) + dmub[None, :]).to(DMU.dtype.element_ty), mask=cn[:, None] & cc[None, :])
 
 
 # ------------------------------------------------------------------- launch + torch ops
@@ -349,6 +403,16 @@ def _(theta, phi, eta, rho, mu, save_o2):
     return o, theta.new_empty(batch, 4, n, dtype=torch.float32), o2
 
 
+def _scaled_rounding(x, dtype):
+    """``x`` (float32 [B, ...]) times a power of two per batch element that puts its
+    largest magnitude in [2^13, 2^14), rounded to ``dtype``; and the inverse factors
+    (float32 [B]).  Keeps do / L (~1e-6 under a loss scale) out of float16 subnormals."""
+    amax = x.abs().amax(dim=tuple(range(1, x.dim()))).clamp_min(2.0 ** -100)
+    scale = torch.exp2(13.0 - torch.floor(torch.log2(amax)))
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return (x * scale.view(shape)).to(dtype).contiguous(), (1.0 / scale).contiguous()
+
+
 def _bwd_impl(do, theta, phi, eta, rho, mu, o, stats, o2):
     batch, n, d = theta.shape
     dg, c = eta.shape[2], mu.shape[2]
@@ -358,26 +422,27 @@ def _bwd_impl(do, theta, phi, eta, rho, mu, o, stats, o2):
     kcat = torch.cat([phi, rho], dim=-1).contiguous()
     mu = mu.contiguous()
     prec = dot_precision(theta.dtype)
-    do = do.to(torch.float32)
+    row_scale = theta.dtype == torch.float16
     big_l = stats[:, 2]
-    dvec = (do * o).sum(-1)                       # D_i = do_i . o_i
+    dol = do.to(torch.float32) / big_l[:, :, None]
+    dmub = dol.sum(dim=1).contiguous()            # sum_i do_i / L_i
+    dol16, dsc = _scaled_rounding(dol, theta.dtype)
+    dolr = dol16.to(torch.float32) * dsc[:, None, None]  # the do / L the kernels multiply
     bst = torch.empty(batch, 2, n, device=do.device, dtype=torch.float32)
-    bst[:, 0] = dvec / big_l
-    if not r_pass:
-        bst[:, 1] = (do * o2).sum(-1) - dvec * stats[:, 3]   # R_i = do.o2 - D q
-    dol = (do / big_l[:, :, None]).contiguous()
-    dmub = dol.sum(dim=1).contiguous()
+    bst[:, 0] = (dolr * o).sum(-1)                # D_i / L_i = dol_i . o_i
+    if not r_pass:                                # R_i = L_i (dol_i . o2_i - D_i / L_i q_i)
+        bst[:, 1] = big_l * ((dolr * o2).sum(-1) - bst[:, 0] * stats[:, 3])
     def new(x):  # gradients: written by the kernels in the input dtype, contiguous
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     dth, dph, det, drh, dmu = new(theta), new(theta), new(eta), new(eta), new(mu)
     bd, bg, bc = block(d), block(dg), block(c)
     _bwd_dq_kernel[lambda m: (triton.cdiv(n, m["BLOCK_M"]), batch)](
-        qcat, kcat, mu, dol, stats, bst, dth, det, n, d, dg, c, dt,
-        BLOCK_D=bd, BLOCK_DG=bg, BLOCK_C=bc, R_PASS=r_pass, PREC=prec)
+        qcat, kcat, mu, dol16, dsc, stats, bst, dth, det, n, d, dg, c, dt,
+        BLOCK_D=bd, BLOCK_DG=bg, BLOCK_C=bc, R_PASS=r_pass, ROW_SCALE=row_scale, PREC=prec)
     _bwd_dkv_kernel[lambda m: (triton.cdiv(n, m["BLOCK_N"]), batch)](
-        qcat, kcat, mu, dol, dmub, stats, bst, dph, drh, dmu, n, d, dg, c, dt,
-        BLOCK_D=bd, BLOCK_DG=bg, BLOCK_C=bc, PREC=prec)
+        qcat, kcat, mu, dol16, dsc, dmub, stats, bst, dph, drh, dmu, n, d, dg, c, dt,
+        BLOCK_D=bd, BLOCK_DG=bg, BLOCK_C=bc, ROW_SCALE=row_scale, PREC=prec)
     return dth, dph, det, drh, dmu
 
 
