@@ -25,7 +25,7 @@ COMBINES = ("product", "matmul")
 CHANNEL_MODES = list(itertools.product(COMBINES, (None, "max-minus"), (None, 0.05)))
 
 # (B, N, d, dg, C): odd sizes, no tile multiple, batch > 1; small, for the Triton interpreter.
-SPATIAL_SIZES = [(2, 7 * 9, 5, 3, 11), (3, 23 * 17, 8, 4, 33)]
+SPATIAL_SIZES = [(2, 7 * 9, 5, 3, 11), (2, 23 * 17, 12, 7, 10)]
 # (B, C, N, magnitude of the inputs): every mode at the first, the larger one for max-minus.
 CHANNEL_SIZES = [(2, 13, 7 * 11, 0.3), (2, 37, 23 * 17, 0.1)]
 
