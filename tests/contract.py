@@ -69,9 +69,9 @@ def tolerance(backend: str, op: str, dtype: torch.dtype) -> tuple[float, float]:
     return MEASURED_TOL.get((backend, op, dtype), CONTRACT_TOL[(op, dtype)])
 
 
-def rel_err(x: torch.Tensor, y: torch.Tensor) -> float:
-    """||x - y|| / ||y|| (Frobenius), in float64 on the CPU."""
-    x, y = x.detach().double().cpu(), y.detach().double().cpu()
+def rel_err(x, y) -> float:
+    """||x - y|| / ||y|| (Frobenius), in float64 on the CPU; tensors or NumPy arrays."""
+    x, y = (torch.as_tensor(v).detach().double().cpu() for v in (x, y))
     return float((x - y).norm() / y.norm().clamp_min(1e-300))
 
 
@@ -83,12 +83,12 @@ def grads_of(fn, inputs, dout):
     return out.detach(), grads
 
 
-def spatial_inputs(shape, dtype, device="cpu", scale=1.5, mu_offset=0.0):
+def spatial_inputs(shape, dtype, device="cpu", scale=1.5, mu_offset=0.0, requires_grad=False):
     """theta, phi, eta, rho, mu with independent random entries, rounded to ``dtype``."""
     b, n, d, dg, c = shape
     xs = [scale * torch.randn(b, n, k, device=device) for k in (d, d, dg, dg)]
     xs.append(scale * torch.randn(b, n, c, device=device) + mu_offset)
-    return [x.to(dtype) for x in xs]
+    return [x.to(dtype).requires_grad_(requires_grad) for x in xs]
 
 
 def agreeing_spatial_inputs(shape, dtype, device="cpu", scale=1.5, mu_offset=0.0):

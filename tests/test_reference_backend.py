@@ -12,19 +12,7 @@ from ggnet_fast import guided_channel_attention, guided_spatial_attention
 from ggnet_fast.backends import record_dispatch
 
 import numpy_reference as npref
-
-SPATIAL_NAMES = ("theta", "phi", "eta", "rho", "mu")
-
-
-def spatial_inputs(batch, n, d, dg, c, dtype=torch.float64, scale=1.0):
-    shapes = [(batch, n, d), (batch, n, d), (batch, n, dg), (batch, n, dg), (batch, n, c)]
-    return [(scale * torch.randn(s, dtype=dtype)).requires_grad_() for s in shapes]
-
-
-def rel_err(x, y):
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-300))
-
+from contract import SPATIAL_NAMES, rel_err, spatial_inputs
 
 def numpy_spatial(tensors, dout, combine):
     outs, grads = [], {k: [] for k in SPATIAL_NAMES}
@@ -40,7 +28,7 @@ def numpy_spatial(tensors, dout, combine):
 @pytest.mark.parametrize("combine", ["product", "matmul"])
 @pytest.mark.parametrize("n,d,dg,c", [(7 * 9, 5, 3, 6), (23 * 17, 12, 7, 10)])
 def test_spatial_matches_numpy_forward_and_gradients(seed, combine, n, d, dg, c):
-    inputs = spatial_inputs(3, n, d, dg, c)
+    inputs = spatial_inputs((3, n, d, dg, c), torch.float64, scale=1.0, requires_grad=True)
     with record_dispatch() as calls:
         out = guided_spatial_attention(*inputs, combine=combine, backend="reference")
     assert calls == [("spatial", "reference")]
@@ -79,7 +67,7 @@ def test_channel_matches_numpy_forward_and_gradients(seed, combine, stabilize, s
 
 @pytest.mark.parametrize("combine", ["product", "matmul"])
 def test_spatial_gradcheck_float64(seed, combine):
-    inputs = spatial_inputs(2, 3 * 5, 4, 3, 5)
+    inputs = spatial_inputs((2, 3 * 5, 4, 3, 5), torch.float64, scale=1.0, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda *a: guided_spatial_attention(*a, combine=combine, backend="reference"), inputs)
 
@@ -97,7 +85,7 @@ def test_channel_gradcheck_float64(seed, combine, stabilize):
 def test_wrong_softmax_axis_is_caught_by_the_gradients_not_the_forward(seed):
     """Why the tests compare gradients: a transposed outer softmax barely moves o."""
     n = 16 * 16
-    theta, phi, eta, rho, mu = (t.detach() for t in spatial_inputs(1, n, 16, 16, 8, scale=0.5))
+    theta, phi, eta, rho, mu = spatial_inputs((1, n, 16, 16, 8), torch.float64, scale=0.5)
     right = [t.clone().requires_grad_() for t in (theta, phi, eta, rho, mu)]
     wrong = [t.clone().requires_grad_() for t in (theta, phi, eta, rho, mu)]
     o_right = guided_spatial_attention(*right, backend="reference")
@@ -153,7 +141,7 @@ def test_half_inputs_default_output_dtype_is_the_input_dtype():
 
 def test_outputs_are_finite_for_large_scores(seed):
     """Scores far beyond exp's range: every softmax is stabilised, so no inf/NaN."""
-    inputs = spatial_inputs(2, 40, 6, 6, 5, dtype=torch.float32, scale=30.0)
+    inputs = spatial_inputs((2, 40, 6, 6, 5), torch.float32, scale=30.0, requires_grad=True)
     out = guided_spatial_attention(*inputs, backend="reference")
     out.sum().backward()
     assert torch.isfinite(out).all()
@@ -165,7 +153,7 @@ def test_outputs_are_finite_for_large_scores(seed):
 
 
 def test_reference_is_not_changed_by_autocast(seed):
-    inputs = [t.detach().float() for t in spatial_inputs(2, 30, 5, 4, 3)]
+    inputs = spatial_inputs((2, 30, 5, 4, 3), torch.float32, scale=1.0)
     plain = guided_spatial_attention(*inputs, backend="reference")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         auto = guided_spatial_attention(*inputs, backend="reference")
