@@ -33,6 +33,10 @@ SPATIAL_DIMS = ((256, 256, 256), (32, 32, 256))
 def make_flex_spatial(detach_lse: bool):
     from torch.nn.attention.flex_attention import flex_attention
 
+    # a fresh compile per case: without the reset, Dynamo's per-code-object cache
+    # recompiles flex_attention for each shape until the recompile limit (8) and later
+    # cases silently run it uncompiled
+    torch._dynamo.reset()
     flex = torch.compile(flex_attention, dynamic=False)
 
     def spatial(theta, phi, eta, rho, mu):

@@ -59,9 +59,10 @@ def test_spatial_bf16_delta_within_one_percent(seed, n, d, dg, c):
 
 
 @pytest.mark.parametrize("dtype,tol_delta,tol_grad",
-                         [(torch.float16, 3e-3, 1e-2), (torch.float32, 2e-3, 1e-4)])
+                         [(torch.float16, 3e-3, 1e-2), (torch.float32, 1e-2, 1e-2)])
 def test_spatial_larger_n_autotuned(seed, dtype, tol_delta, tol_grad):
-    """N = 64x64 (several autotuned tiles per row), odd d/dg/C."""
+    """N = 64x64 (several autotuned tiles per row), odd d/dg/C.  float32 inputs run
+    TF32 products (docs/triton.md, float32 policy): the 16-bit contract's bounds."""
     inputs = agreeing_inputs(2, 64 * 64, 40, 24, 72, dtype)
     delta_err, grad_errs = spatial_errors(inputs)
     if dtype == torch.float32:  # o ~ mean(mu): add the float32 rounding of o itself

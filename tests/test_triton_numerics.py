@@ -6,8 +6,8 @@ float16's smallest normal number; the kernels scale them by powers of two before
 and sum exactly the rounded values they multiply.  The float16 case runs the kernels
 under the interpreter (whose float16 casts are exact numpy float16, subnormals included).
 
-bfloat16 (which the interpreter cannot run) and the float32 policy (TF32 products, which
-it does not emulate) are checked with ``triton_emulation.py``, a float64 model that
+bfloat16 (which the interpreter cannot run) and float32 (TF32 products, which it does not
+emulate) are checked with ``triton_emulation.py``, a float64 model that
 rounds exactly where the kernels round; the first test ties that model to the kernels.
 
 The issue's recipe: B = 1, d = dg = 16, C = 8, theta, phi ~ sigma N(0, 1), eta = theta +
@@ -175,12 +175,26 @@ def test_bfloat16_rounding_points_at_realistic_n(n, sigmas):
             assert e < 1e-2, f"sigma={sigma}: d{name} {e:.2e}"
 
 
-@pytest.mark.parametrize("precision,tol", [("tf32x3", 1e-5), ("tf32", 1e-2)])
-def test_float32_policy_accuracy(precision, tol):
-    """float32 inputs: "tf32x3" (the kernels' choice when torch's float32 matmul
-    precision is "highest") is float32-accurate; plain TF32 ("high"/"medium") is held to
-    the 16-bit contract."""
-    err, allowance, grad_errs = _emulated_errors(torch.float32, precision, 64 * 64, 1.0, 5)
-    assert err < max(tol, allowance), f"delta {err:.2e}"
+def test_float32_policy_accuracy():
+    """float32 inputs run TF32 products (``_config.dot_precision``: IEEE and tf32x3 do not
+    fit H100/H200 at d = 256): delta and every gradient within the 16-bit contract's 1e-2
+    at N = 64x64 (measured ~1e-3 and ~4e-3)."""
+    err, allowance, grad_errs = _emulated_errors(torch.float32, "tf32", 64 * 64, 1.0, 5)
+    assert allowance < 1e-2 and err < 1e-2, f"delta {err:.2e}"
     for name, e in zip(SPATIAL_NAMES, grad_errs):
-        assert e < tol, f"d{name} {e:.2e}"
+        assert e < 1e-2, f"d{name} {e:.2e}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bfloat16 kernels need a GPU")
+@pytest.mark.parametrize("sigma", [0.5, 1.0])
+def test_bfloat16_at_64x64_issue_recipe_on_gpu(sigma):
+    """What the emulation predicts, on the GPU: the issue's recipe in bfloat16."""
+    raw, dout = recipe(64 * 64, sigma, 12)
+    inputs = [x.to(torch.bfloat16) for x in raw]
+    o, grads = run_triton([x[None] for x in inputs], dout[None])
+    ref_o, ref_grads = exact(inputs, dout)
+    tol = 1e-2 + float32_allowance(ref_o, inputs[4])
+    err = delta_err(o, ref_o, inputs[4])
+    assert err < tol, f"delta {err:.2e} (allowed {tol:.2e})"
+    for name, g, rg in zip(SPATIAL_NAMES, grads, ref_grads):
+        assert rel_err(g, rg) < 1e-2, f"d{name} {rel_err(g, rg):.2e}"

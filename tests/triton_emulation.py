@@ -17,8 +17,8 @@ kernels' power-of-two scales keep float16 weights normal; bf16/TF32 have float32
   ``db = rnd(t - sg R)``, ``dtheta = da @ phi``, ``dphi = da^T @ theta`` (likewise
   deta, drho), ``dmu = dmub + e^T @ dolr``.
 
-Every ``tl.dot`` of float32 operands is modelled by ``precision``: "ieee" (exact),
-"tf32" (both operands rounded to 11 bits) or "tf32x3" (``hi hi + hi lo + lo hi``).
+Every ``tl.dot`` of float32 operands is modelled by ``precision``: "ieee" (exact) or
+"tf32" (both operands rounded to 11 bits, what ``_config.dot_precision`` chooses).
 For 16-bit inputs the operands are 16-bit values and the products exact.
 
 Kept in sync with the kernels by ``test_triton_numerics.py::test_emulation_tracks_the_
@@ -61,10 +61,7 @@ class Model:
         """``tl.dot(a, b)`` with float32 accumulation modelled in float64."""
         if self.precision == "ieee":
             return a @ b
-        ah, bh = rnd(a, 11), rnd(b, 11)
-        if self.precision == "tf32":
-            return ah @ bh
-        return ah @ bh + ah @ rnd(b - bh, 11) + rnd(a - ah, 11) @ bh   # tf32x3
+        return rnd(a, 11) @ rnd(b, 11)                                  # tf32
 
 
 def spatial(model: Model, theta, phi, eta, rho, mu, dout, rows: int = 512):

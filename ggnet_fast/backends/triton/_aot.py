@@ -7,7 +7,7 @@ error in a branch) would pass every CPU test.  This module lowers each kernel th
 Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin with the bundled ptxas)
 for ``GPUTarget("cuda", arch, 32)`` and reports shared memory, registers, spills and
 the number of Hopper ``wgmma`` instructions, with the ``tl.dot`` precision each dtype
-really uses (``_config.dot_precision``; float32 at torch's default "highest").
+really uses (``_config.dot_precision``: TF32 for float32).
 
     python -m ggnet_fast.backends.triton._aot --arch 90,80 [--op spatial|channel]
         [--dims D,DG,C] [--dtype bf16|fp16|fp32] [--all-configs]
@@ -64,8 +64,14 @@ def _ptxas_stats(ptx: str, arch: int) -> tuple[int | None, int | None]:
     return (int(regs[-1]) if regs else None), (int(spills[-1]) if spills else None)
 
 
-def compile_kernel(kernel, pointers: dict, scalars: dict, constexprs: dict, config, arch: int):
-    """Lower one autotuned kernel with one ``triton.Config``; returns a stats dict."""
+def compile_kernel(kernel, pointers: dict, scalars: dict, constexprs: dict, config, arch: int,
+                   values: dict | None = None):
+    """Lower one autotuned kernel with one ``triton.Config``; returns a stats dict.
+
+    Specialised like a launch: every pointer 16-byte aligned and every integer in
+    ``values`` that is a multiple of 16 marked divisible by 16 (Triton does this per
+    launch; it decides vector widths and whether loads can be pipelined asynchronously).
+    """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -83,7 +89,11 @@ def compile_kernel(kernel, pointers: dict, scalars: dict, constexprs: dict, conf
             if name not in consts:
                 raise ValueError(f"{fn.__name__}: no value for constexpr {name}")
     consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-    compiled = triton.compile(ASTSource(fn, signature, constexprs=consts),
+    values = values or {}
+    aligned = [n for n in fn.arg_names
+               if n in pointers or (n in scalars and values.get(n, 1) % 16 == 0)]
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    compiled = triton.compile(ASTSource(fn, signature, constexprs=consts, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": config.num_warps,
                                        "num_stages": config.num_stages})
@@ -101,7 +111,8 @@ def precision_of(dtype: str) -> str:
     return dot_precision(getattr(torch, _TORCH_DTYPE[dtype]))
 
 
-def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True) -> list:
+def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True,
+                 prec: str | None = None) -> list:
     """(label, kernel, pointer dtypes, scalar types, constexprs) for the spatial kernels,
     each specialised as the launcher specialises it for ``dtype``; ``no_grad_fwd`` adds
     the forward without the o2 accumulator (inference) to the training one."""
@@ -110,7 +121,7 @@ def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True) 
     scalars = dict(N="i32", D="i32", DG="i32", C="i32", DT="i32")
     io = dict(Q=dtype, K=dtype, MU=dtype)
     f32 = "fp32"
-    prec = precision_of(dtype)
+    prec = prec or precision_of(dtype)
     row_scale = dtype == "fp16"
     bwd = dict(BLOCK_D=block(d), BLOCK_DG=block(dg), BLOCK_C=block(c), ROW_SCALE=row_scale,
                PREC=prec)
@@ -169,11 +180,16 @@ def channel_jobs(dtype: str, c: int) -> list:
     return jobs
 
 
-def _configs_for(kernel, d: int, dg: int, c: int, consts: dict) -> list:
+def _configs_for(kernel, dtype: str, d: int, dg: int, c: int, consts: dict) -> list:
     """The configurations the autotuner would time for these sizes; the first is the
     default (the one used with ``GGNET_TRITON_AUTOTUNE=0``)."""
+    import types
+
+    import torch
+
     from ._config import autotune_candidates
-    return autotune_candidates(kernel, dict(N=4096, D=d, DG=dg, C=c, **consts))
+    like = types.SimpleNamespace(dtype=getattr(torch, _TORCH_DTYPE[dtype]))
+    return autotune_candidates(kernel, dict(N=4096, D=d, DG=dg, C=c, Q=like, Y1=like, **consts))
 
 
 def run(arch: int, op: str, dims: tuple[int, int, int], all_configs: bool, dtype: str = "bf16"):
@@ -181,18 +197,23 @@ def run(arch: int, op: str, dims: tuple[int, int, int], all_configs: bool, dtype
     d, dg, c = dims
     jobs = spatial_jobs(dtype, d, dg, c, False) if op == "spatial" else channel_jobs(dtype, c)
     for label, kernel, pointers, scalars, consts in jobs:
-        configs = _configs_for(kernel, d, dg, c, consts)
+        configs = _configs_for(kernel, dtype, d, dg, c, consts)
         for config in configs if all_configs else configs[:1]:
-            yield label, config, _compile_one(kernel, pointers, scalars, consts, config, arch, c)
+            yield label, config, _compile_one(kernel, pointers, scalars, consts, config, arch,
+                                              dims)
 
 
-def _compile_one(kernel, pointers, scalars, consts, config, arch, c):
+def _compile_one(kernel, pointers, scalars, consts, config, arch, dims):
+    """``dims`` = (d, dg, C): the integer arguments' values (N = 4096)."""
     from .spatial_kernels import _c_block
+    d, dg, c = dims
     extra = {}
     if "C_SPLIT" in config.kwargs:  # the heuristic's BLOCK_C
         extra["BLOCK_C"] = _c_block(c, config.kwargs["C_SPLIT"])
+    values = dict(N=4096, D=d, DG=dg, C=c, DT=d + dg)
     try:
-        return compile_kernel(kernel, pointers, scalars, {**consts, **extra}, config, arch)
+        return compile_kernel(kernel, pointers, scalars, {**consts, **extra}, config, arch,
+                              values)
     except Exception as exc:  # noqa: BLE001 - reported to the caller
         return exc
 
@@ -207,10 +228,10 @@ def _report_case(args) -> list[dict]:
     arch, dtype, d, c, defaults_only = args
     rows = []
     for label, kernel, pointers, scalars, consts in spatial_jobs(dtype, d, d, c):
-        configs = _configs_for(kernel, d, d, c, consts)
+        configs = _configs_for(kernel, dtype, d, d, c, consts)
         for i, config in enumerate(configs[:1] if defaults_only else configs):
             start = time.perf_counter()
-            stats = _compile_one(kernel, pointers, scalars, consts, config, arch, c)
+            stats = _compile_one(kernel, pointers, scalars, consts, config, arch, (d, d, c))
             row = dict(kernel=label, dtype=dtype, d=d, dg=d, C=c, config=_config_text(config),
                        default=i == 0, arch=arch, precision=consts.get("PREC"),
                        compile_s=round(time.perf_counter() - start, 2))

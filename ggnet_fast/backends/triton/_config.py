@@ -27,17 +27,17 @@ def block(n: int, lo: int = MIN_BLOCK) -> int:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot`` input precision for inputs of ``dtype`` (half inputs: exact products).
+    """``tl.dot`` input precision for inputs of ``dtype``: always "tf32".
 
-    float32 follows ``torch.set_float32_matmul_precision`` like ``torch.matmul``, with
-    one change: "highest" (torch's default) gives "tf32x3" (three TF32 products of a
-    hi/lo split, float32-accurate: 3e-7 relative delta error at N = 64x64, measured with
-    ``tests/triton_emulation.py``) instead of "ieee", whose FMA loops need 18-44 KB of
-    spills and up to 524 KB of shared memory at d = dg = C = 256 and cannot launch on
-    H100/H200.  "high" and "medium" give plain "tf32" (1e-3 relative, like torch).
+    Half inputs: exact products (the setting is ignored).  float32 inputs: TF32 products
+    whatever ``torch.set_float32_matmul_precision`` says, an explicit rule of this
+    backend (docs/triton.md, "float32 policy").  IEEE products ("ieee", what torch uses
+    at "highest") and Triton's "tf32x3" both need 1-35 KB of register spills per thread
+    and up to 917 KB of shared memory at these tile sizes (sm_90 compile): they cannot
+    launch on H100/H200 at d = dg = C = 256.  TF32 costs accuracy: delta and gradient
+    errors of ~1e-3 to 5e-3 relative at N = 64x64 (the 16-bit contract, not float32's).
     """
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "tf32x3"
+    del dtype  # one rule for every dtype; kept for the call sites' clarity
     return "tf32"
 
 
@@ -61,28 +61,30 @@ def configs(gpu: list[dict], interpret: dict) -> list[triton.Config]:
 AUTOTUNE = os.environ.get("GGNET_TRITON_AUTOTUNE", "1") not in ("", "0")
 
 
-def tuned(narrow: list[dict], wide: list[dict], interpret: dict, is_wide) -> dict:
-    """``triton.autotune`` arguments choosing between two configuration lists by size.
+def tuned(lists: dict[str, list[dict]], interpret: dict, pick) -> dict:
+    """``triton.autotune`` arguments choosing one configuration list per problem class.
 
-    ``is_wide(args)`` (all launch arguments by name) picks ``wide`` for the problem; the
-    autotuner then only compiles and times that list's configurations (each compile of a
-    d = 256 kernel takes seconds, so the lists stay short), or only its first one with
-    ``GGNET_TRITON_AUTOTUNE=0``.  Under the interpreter there is only ``interpret``, and
-    pruning never runs.
+    ``pick(args)`` (all launch arguments by name) names the class (a key of ``lists``);
+    the autotuner then only compiles and times that list's configurations (each compile
+    of a d = 256 kernel takes seconds, so the lists stay short), or only its first one,
+    the default, with ``GGNET_TRITON_AUTOTUNE=0``.  Under the interpreter there is only
+    ``interpret``, and pruning never runs.
     """
     if INTERPRET:
         return {"configs": configs([], interpret)}
-    cn, cw = configs(narrow, interpret), configs(wide, interpret)
-    keys_n, keys_w = [str(c) for c in cn], [str(c) for c in cw]
-    everything = cn + [c for c in cw if str(c) not in keys_n]
+    keys, everything = {}, {}
+    for name, rows in lists.items():
+        cs = configs(rows, interpret)
+        keys[name] = [str(c) for c in cs]
+        everything.update({str(c): c for c in cs})
 
     def prune(configs_, named_args, **kwargs):
-        keys = keys_w if is_wide({**named_args, **kwargs}) else keys_n
-        kept = sorted((c for c in configs_ if str(c) in keys), key=lambda c: keys.index(str(c)))
+        wanted = keys[pick({**named_args, **kwargs})]
+        kept = sorted((c for c in configs_ if str(c) in wanted), key=lambda c: wanted.index(str(c)))
         kept = kept or list(configs_)
         return kept if AUTOTUNE else kept[:1]
 
-    return {"configs": everything, "prune_configs_by": {"early_config_prune": prune}}
+    return {"configs": list(everything.values()), "prune_configs_by": {"early_config_prune": prune}}
 
 
 def single(gpu: list[dict], interpret: dict) -> list[triton.Config]:

@@ -64,9 +64,14 @@ def _weights(p, like):
     return e, w
 
 
-def _wide(args) -> bool:
-    """d + dg > 128 (e.g. the released d = dg = 256): the small-tile configuration list."""
-    return args["D"] + args["DG"] > 128
+def _class(args) -> str:
+    """Configuration class of a launch: float32 (TF32 operands take twice the registers
+    and shared memory) or 16-bit, and wide (d + dg > 128, e.g. the released d = dg =
+    256) or narrow.  C = 512 needs no class of its own: ``_c_block`` caps a forward C
+    chunk at what C = 256 uses, so C = 512 runs twice the chunks."""
+    fp32 = args["Q"].dtype == torch.float32
+    wide = args["D"] + args["DG"] > 128
+    return ("fp32-" if fp32 else "") + ("wide" if wide else "narrow")
 
 
 def _cfg(keys, rows):
@@ -75,29 +80,41 @@ def _cfg(keys, rows):
 
 _MN = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 _MNC = ("BLOCK_M", "BLOCK_N", "C_SPLIT", "num_warps", "num_stages")
-# Chosen from an AOT compile for sm_90 (python -m ggnet_fast.backends.triton._aot):
-# spill-free or nearly so at d = dg = 32, C = 256 ("narrow") and d = dg = C = 256
-# ("wide"); the autotuner times only the list that matches the problem.
-_LSE = tuned(
-    _cfg(_MN, [(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]),
-    _cfg(_MN, [(128, 64, 8, 3), (64, 32, 4, 2)]),
-    dict(BLOCK_M=128, BLOCK_N=128), _wide)
-_FWD = tuned(
-    _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 32, 2, 4, 2), (64, 64, 1, 8, 2), (128, 64, 1, 8, 2)]),
-    _cfg(_MNC, [(32, 32, 1, 8, 2), (128, 32, 2, 8, 2), (64, 32, 2, 8, 2)]),
-    dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _wide)
-_DQ = tuned(
-    _cfg(_MN, [(64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2)]),
-    _cfg(_MN, [(32, 32, 8, 2), (32, 64, 8, 2)]),
-    dict(BLOCK_M=128, BLOCK_N=128), _wide)
-_DKV = tuned(
-    _cfg(_MN, [(64, 64, 8, 2), (32, 32, 8, 2), (64, 32, 8, 2)]),
-    _cfg(_MN, [(32, 16, 4, 2), (32, 32, 8, 2), (64, 16, 8, 2)]),
-    dict(BLOCK_M=128, BLOCK_N=128), _wide)
+# Chosen from the sm_90 static report (python -m ggnet_fast.backends.triton._aot --json):
+# the first configuration of each list (the default, GGNET_TRITON_AUTOTUNE=0) compiles
+# without spills and within 227 KB of shared memory at d = dg in {32, 64, 128, 256},
+# C in {256, 512}; the rest are autotuning candidates.  Forward tiles have BLOCK_M >= 64
+# so the products run as wgmma on sm_90.
+_LSE = tuned({
+    "narrow": _cfg(_MN, [(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]),
+    "wide": _cfg(_MN, [(128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)]),
+    "fp32-narrow": _cfg(_MN, [(64, 32, 4, 1), (128, 32, 8, 1)]),
+    "fp32-wide": _cfg(_MN, [(64, 32, 4, 1)]),
+}, dict(BLOCK_M=128, BLOCK_N=128), _class)
+_FWD = tuned({
+    "narrow": _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 64, 2, 4, 2), (128, 64, 1, 8, 2)]),
+    "wide": _cfg(_MNC, [(64, 32, 2, 4, 2), (128, 32, 2, 8, 2), (64, 32, 4, 4, 2)]),
+    "fp32-narrow": _cfg(_MNC, [(64, 16, 4, 4, 1), (64, 32, 4, 4, 1)]),
+    "fp32-wide": _cfg(_MNC, [(64, 16, 4, 4, 1)]),
+}, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _class)
+_DQ = tuned({
+    "narrow": _cfg(_MN, [(64, 32, 8, 2), (64, 64, 8, 2), (128, 64, 8, 2)]),
+    "wide": _cfg(_MN, [(32, 16, 8, 2), (32, 32, 8, 2), (32, 32, 4, 2)]),
+    "fp32-narrow": _cfg(_MN, [(16, 16, 8, 1), (16, 16, 4, 1)]),
+    "fp32-wide": _cfg(_MN, [(16, 16, 8, 1)]),
+}, dict(BLOCK_M=128, BLOCK_N=128), _class)
+_DKV = tuned({
+    "narrow": _cfg(_MN, [(32, 16, 8, 2), (16, 16, 4, 2), (64, 32, 8, 2)]),
+    "wide": _cfg(_MN, [(16, 16, 8, 2), (16, 16, 4, 2)]),
+    "fp32-narrow": _cfg(_MN, [(16, 16, 8, 1)]),
+    "fp32-wide": _cfg(_MN, [(16, 16, 8, 1)]),
+}, dict(BLOCK_M=128, BLOCK_N=128), _class)
 
 
 def _c_block(c: int, split: int) -> int:
-    return block(max(1, triton.next_power_of_2(c) // split))
+    """Width of a forward C chunk: C (up to 256) split in ``split``; C = 512 runs twice
+    as many chunks of the same width (the accumulators' registers stay those of 256)."""
+    return block(max(1, triton.next_power_of_2(min(c, 256)) // split))
 
 
 # ----------------------------------------------------------------------------- forward
