@@ -25,7 +25,11 @@ their tiles).  Each speed case records ``gflop``, the flops the fused kernel exe
 
 GG-Net training step (``-k ggnet_train``): ResNet-18 GG-Net (random weights), 256x256,
 batch 4, SGD, the GGB at stride 4 (N = 64x64) and 8 (N = 32x32), ``cpu`` against
-``reference``: median step time and peak extra memory, one fresh subprocess per case.
+``reference``: median step time (wall, and CPU time of the process, which a loaded
+machine inflates less) and peak extra memory, one fresh subprocess per case.
+
+``GGNET_BENCH_THREADS`` overrides the thread count (default: 2, or 1 on a 1-core machine);
+``--benchmark-timer=time.process_time`` times the in-process cases in CPU time.
 
     pytest benchmarks/test_bench_cpu.py --benchmark-only --benchmark-json=cpu.json
     GGNET_BENCH_ROUNDS=1 pytest benchmarks/test_bench_cpu.py -k "128"   # quicker
@@ -54,18 +58,18 @@ DS = (32, 256)
 PROVIDERS = ("cpu", "eager", "compile")
 SPEED_PROVIDERS = ("cpu", "cpu-blas", "eager", "compile")
 ROUNDS = int(os.environ.get("GGNET_BENCH_ROUNDS", "3"))
-THREADS = max(1, min(2, os.cpu_count() or 1))
+THREADS = int(os.environ.get("GGNET_BENCH_THREADS", max(1, min(2, os.cpu_count() or 1))))
 
 pytestmark = pytest.mark.skipif(
     unavailable_reason("cpu") is not None,
     reason=f"cpu backend unavailable: {unavailable_reason('cpu')}")
 
 
-def make_inputs(n: int, d: int, grad: bool):
+def make_inputs(n: int, d: int, grad: bool, dtype: torch.dtype = torch.float32):
     """theta, phi [B,N,d], eta, rho [B,N,d], mu [B,N,C], scaled like trained projections."""
     scale = d ** -0.25
     shapes = [(BATCH, n, d)] * 4 + [(BATCH, n, C)]
-    return [(s * torch.randn(shape)).requires_grad_(grad)
+    return [(s * torch.randn(shape)).to(dtype).requires_grad_(grad)
             for shape, s in zip(shapes, [scale] * 4 + [1.0])]
 
 
@@ -78,12 +82,12 @@ def executed_flops(n: int, d: int, mode: str) -> int:
     return forward + (2 * n2 * (3 * k + 2 * C) if mode == "fwdbwd" else 0)
 
 
-def make_call(provider: str, n: int, d: int, mode: str):
+def make_call(provider: str, n: int, d: int, mode: str, dtype: torch.dtype = torch.float32):
     """A no-argument callable running one forward (no_grad) or forward+backward."""
     fn = harness.spatial_fn("cpu" if provider == "cpu-blas" else provider)
     backward = mode == "fwdbwd"
-    inputs = make_inputs(n, d, backward)
-    dout = torch.randn(BATCH, n, C)
+    inputs = make_inputs(n, d, backward, dtype)
+    dout = torch.randn(BATCH, n, C, dtype=dtype)
 
     def call():
         if backward:
@@ -115,51 +119,106 @@ def test_spatial_cpu_speed(benchmark, monkeypatch, side, d, provider, mode):
         benchmark.extra_info["gemm"] = torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1))
 
 
-def _onednn_stream_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
-    """Aggregate GFLOP/s of THREADS threads, each running single-threaded oneDNN float32
-    products [m, k] @ [k, n] (``torch.ops.mkldnn._linear_pointwise``) for ``seconds``."""
-    a, w = torch.randn(m, k), torch.randn(n, k)
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("d", DS, ids=lambda d: f"d{d}")
+def test_spatial_cpu_speed_bf16(benchmark, d, provider, mode):
+    """bfloat16 inputs (what autocast's 1x1 projections produce) at N = 64x64: ``cpu``
+    (float32 tile products, float32 output) against the formula run in bfloat16 by eager
+    and compile (bfloat16 output, which rounds the modulation away)."""
+    torch.set_num_threads(THREADS)
+    call = make_call(provider, 64 * 64, d, mode, torch.bfloat16)
+    benchmark.extra_info.update({"provider": provider, "N": 64 * 64, "side": 64, "d": d,
+                                 "C": C, "mode": mode, "threads": THREADS, "dtype": "bf16",
+                                 "gflop": executed_flops(64 * 64, d, mode) / 1e9})
+    benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+
+
+def test_bf16_value_product_accuracy(benchmark):
+    """Why the kernels keep float32 tile products for 16-bit inputs: the error of the
+    modulation delta (relative, against float64) at N = 64x64, d = 32, C = 256 with
+    bf16-rounded inputs and mu offset by 0.5, when the value product sum_j e_ij (mu_j - m)
+    runs in float32, with bf16 operands and float32 accumulation (a bf16 GEMM with a float32
+    output), or with a bf16 output as well (oneDNN's bf16 matmul through ATen), for
+    guidance that agrees with the features and for independent guidance."""
+    def errors(agree: bool) -> dict:
+        n, d = 64 * 64, 32
+        x = [d ** -0.25 * torch.randn(n, d, dtype=torch.float64) for _ in range(4)]
+        if agree:
+            x[2], x[3] = x[0] + 0.5 * x[2], x[1] + 0.5 * x[3]
+        th, ph, et, rh, mu = (t.bfloat16().double()
+                              for t in (*x, torch.randn(n, C, dtype=torch.float64) + 0.5))
+        e = torch.expm1(torch.softmax(th @ ph.T, -1) * torch.softmax(et @ rh.T, -1))
+        scale = 1 / (n + e.sum(-1, keepdim=True))
+        mu_c = mu - mu.mean(0, keepdim=True)
+        exact = e @ mu_c * scale
+        variants = {"float32": (e.float() @ mu_c.float()).double(),
+                    "bf16-operands": (e.bfloat16().float() @ mu_c.bfloat16().float()).double(),
+                    "bf16-output": (e.bfloat16() @ mu_c.bfloat16()).double()}
+        return {f"{'agree' if agree else 'independent'}/{k}":
+                float((v * scale - exact).norm() / exact.norm()) for k, v in variants.items()}
+
+    torch.manual_seed(0)
+    result = benchmark.pedantic(lambda: {**errors(True), **errors(False)}, rounds=1,
+                                iterations=1)
+    benchmark.extra_info.update(result)
+
+
+def _onednn_stream_rate(m: int, k: int, n: int, dtype: torch.dtype = torch.float32,
+                        seconds: float = 2.0) -> tuple[float, float]:
+    """THREADS threads, each running single-threaded oneDNN products [m, k] @ [k, n] in
+    ``dtype`` (``torch.ops.mkldnn._linear_pointwise``) for ``seconds``: (aggregate GFLOP/s
+    of wall time, GFLOP per second of process CPU time, i.e. per busy core)."""
+    a, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
     counts = [0] * THREADS
 
     def worker(i: int, stop: float) -> None:
+        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
         while time.perf_counter() < stop:
             torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
             counts[i] += 1
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         worker(0, time.perf_counter() + 0.2)  # warm-up: primitive creation
         counts[0] = 0
         stop = time.perf_counter() + seconds
         pool = [threading.Thread(target=worker, args=(i, stop)) for i in range(THREADS)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for t in pool:
             t.start()
         for t in pool:
             t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         torch.set_num_threads(threads)
-    return sum(counts) * 2 * m * k * n / elapsed / 1e9
+    gflop = sum(counts) * 2 * m * k * n / 1e9
+    return gflop / elapsed, gflop / cpu
 
 
-@pytest.mark.parametrize("library", ["torch.mm", "onednn-tiles"])
+@pytest.mark.parametrize("library", ["torch.mm", "onednn-tiles", "onednn-bf16-tiles"])
 def test_cpu_gemm_rate(benchmark, library):
-    """The machine's float32 GEMM rate (GFLOP/s in extra_info["gflops"])."""
+    """The machine's float32 GEMM rate (GFLOP/s of wall time in extra_info["gflops"]; for
+    oneDNN also "gflops_per_core", per second of CPU time, which a loaded machine does not
+    deflate); for comparison, oneDNN's bfloat16 rate (bf16 operands and output) on the
+    same tile shape.  With ``--benchmark-timer=time.process_time``, "gflops" of torch.mm is
+    per second of CPU time too."""
     torch.set_num_threads(THREADS)
     if library == "torch.mm":
         a, b = torch.randn(4096, 256), torch.randn(256, 4096)
         benchmark.pedantic(torch.mm, args=(a, b), rounds=max(ROUNDS, 5), warmup_rounds=1)
-        rate = 2 * 4096 * 256 * 4096 / benchmark.stats.stats.median / 1e9
+        median = benchmark.stats.stats.median
+        benchmark.extra_info["gflops"] = 2 * 4096 * 256 * 4096 / median / 1e9
     else:
         if not torch.backends.mkldnn.is_available():
             pytest.skip("torch built without oneDNN")
+        dtype = torch.bfloat16 if library == "onednn-bf16-tiles" else torch.float32
         rates = []
-        benchmark.pedantic(lambda: rates.append(_onednn_stream_rate(128, 256, 4096)),
+        benchmark.pedantic(lambda: rates.append(_onednn_stream_rate(128, 256, 4096, dtype)),
                            rounds=3, iterations=1)
-        rate = statistics.median(rates)
-    benchmark.extra_info.update({"library": library, "threads": THREADS, "gflops": rate})
+        benchmark.extra_info["gflops"] = statistics.median(r[0] for r in rates)
+        benchmark.extra_info["gflops_per_core"] = statistics.median(r[1] for r in rates)
+    benchmark.extra_info.update({"library": library, "threads": THREADS})
 
 
 MEMORY_CASES = ([(s, 32, p, m) for s in SIDES for m in ("fwd", "fwdbwd") for p in PROVIDERS]
@@ -235,15 +294,17 @@ def _train_child(backend: str, stride: int) -> None:
 
     with record_dispatch() as calls:
         step()  # warm-up (also allocates the optimizer state)
-    times = []
+    times, cpu_times = [], []
     for _ in range(ROUNDS):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     peak = harness.peak_extra_bytes(step, torch.device("cpu"))
     print(json.dumps({"peak_extra_bytes": peak,
                       "peak_extra_MiB": None if peak is None else round(peak / 2**20, 1),
                       "median_s": statistics.median(times), "min_s": min(times),
+                      "median_cpu_s": statistics.median(cpu_times),
                       "backends": sorted({b for _, b in calls})}))
 
 
