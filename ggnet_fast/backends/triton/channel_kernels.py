@@ -1,6 +1,6 @@
 """Fused Triton kernels for guided channel attention (all combine/stabilize modes, scale).
 
-Per batch element, y, g: [C, N] (``shared/design/kernels.md``; notes in ``docs/triton.md``)::
+Per batch element, y, g: [C, N] (``docs/kernels.md``; notes in ``docs/triton.md``)::
 
     A = y y^T, B = g g^T                    (C x C, reduce over N; float32)
     Sz = softmax(s A), Sg = softmax(s B)    (s = scale or 1)

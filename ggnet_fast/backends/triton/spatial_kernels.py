@@ -1,6 +1,6 @@
 """Fused Triton kernels for guided spatial attention, ``combine="product"``.
 
-Per batch element (``shared/design/kernels.md``; design notes in ``docs/triton.md``)::
+Per batch element (``docs/kernels.md``; design notes in ``docs/triton.md``)::
 
     a = theta phi^T, b = eta rho^T          [N, N]  (never stored)
     p = exp(a + b - lse_a - lse_b)          in (0, 1]
