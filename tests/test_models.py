@@ -73,7 +73,7 @@ def test_forward_backward_256(preset, variant, seed):
     assert (len(out.side_logits), len(out.boundaries)) == expected_counts(preset, variant), seed
     loss = GGNetLoss(preset)
     total = loss(out, masks)
-    parts = {k: float(v) for k, v in loss.terms(out, masks).items()}
+    parts = {k: float(v.detach()) for k, v in loss.terms(out, masks).items()}
     assert torch.isfinite(total)
     assert abs(parts["total"] - total.item()) < 1e-4 * max(1, total.item())
     if not backward:
