@@ -91,7 +91,9 @@ def test_spatial_forward_and_gradients_match_float64(seed, name, device, dtype, 
     b, n, d, dg, c = shape
     require(name, impl, "spatial", device, dtype, combine=combine,
             shape={"B": b, "N": n, "d": d, "dg": dg, "C": c})
-    inputs = C.agreeing_spatial_inputs(shape, dtype, device, mu_offset=1.0)
+    # scores of standard deviation ~4: more peaked ones make da = p dp - Sx R cancel, and
+    # the fused float32 gradients lose accuracy first (Triton: ~1e-4 at 1.5x this scale)
+    inputs = C.agreeing_spatial_inputs(shape, dtype, device, scale=1.0, mu_offset=1.0)
     dout = torch.randn(b, n, c, device=device)
     out_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     with record_dispatch() as calls:
