@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import W_SCALE, block, dot_precision, expm1_unit_scaled, row_scale, tuned
+from ._config import W_SCALE, block, dot_precision, expm1_weight_scaled, row_scale, tuned
 
 #: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
 #: per kernel; "pass": no extra forward accumulator, R from a separate loop.  Both give
@@ -59,7 +59,7 @@ def _weights(p, like):
     (the 16-bit MMA operands).  Forward and backward both call this, so the backward's
     p dp uses the same rounded weights as the forward's o2 and q (R = sum_j p dp then
     holds exactly; a float32 w in the backward left 1e-2 bf16 gradient errors)."""
-    e = expm1_unit_scaled(p, W_SCALE).to(like.dtype)
+    e = expm1_weight_scaled(p, W_SCALE).to(like.dtype)
     w = (p * (W_SCALE + e.to(tl.float32))).to(like.dtype)
     return e, w
 
