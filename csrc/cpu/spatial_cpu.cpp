@@ -205,17 +205,21 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
         const at::Tensor thq = thb.narrow(0, q0, nq), etq = etb.narrow(0, q0, nq),
                          goq = gob.narrow(0, q0, nq);
         at::Tensor dthq = dth[b].narrow(0, q0, nq), detq = det[b].narrow(0, q0, nq);
+        // Scores, ds = do . mu and bwd_prepare for keys [k0, k0 + nk); R_i += sum p dp.
+        const auto prepare = [&](at::Tensor ta, at::Tensor tb, at::Tensor td, int64_t k0,
+                                 int64_t nk, T* r_out) {
+          scores(gemm, ta, thb, phb, q0, nq, k0, nk);
+          scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
+          scores(gemm, td, gob, mub, q0, nq, k0, nk);
+          bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll,
+                      dd, r_out);
+        };
         // R pass: R_i = sum_j p_ij dp_ij over all keys.
         std::fill(r.begin(), r.end(), T(0));
         for (int64_t kb = 0; kb < blk.nkb; ++kb) {
-          const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
-          at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
-                     td = tile_view(sd, nq, nk);
-          scores(gemm, ta, thb, phb, q0, nq, k0, nk);
-          scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
-          scores(gemm, td, gob, mub, q0, nq, k0, nk);  // ds = do . mu
-          bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll,
-                      dd, r.data());
+          const int64_t nk = blk.nk(kb);
+          prepare(tile_view(sa, nq, nk), tile_view(sb, nq, nk), tile_view(sd, nq, nk),
+                  blk.k0(kb), nk, r.data());
         }
         // Gradient pass: with one key block (a whole row strip) the tiles still hold the
         // prepared values; otherwise they are recomputed.
@@ -223,13 +227,7 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
           const int64_t k0 = blk.k0(kb), nk = blk.nk(kb);
           at::Tensor ta = tile_view(sa, nq, nk), tb = tile_view(sb, nq, nk),
                      td = tile_view(sd, nq, nk);
-          if (blk.nkb > 1) {
-            scores(gemm, ta, thb, phb, q0, nq, k0, nk);
-            scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
-            scores(gemm, td, gob, mub, q0, nq, k0, nk);
-            bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb,
-                        ll, dd, r_sink.data());
-          }
+          if (blk.nkb > 1) prepare(ta, tb, td, k0, nk, r_sink.data());
           bwd_finish(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, ll, r.data());
           gemm(dthq, ta, phb.narrow(0, k0, nk), /*accumulate=*/true);
           gemm(detq, tb, rhb.narrow(0, k0, nk), /*accumulate=*/true);
