@@ -108,3 +108,21 @@ def test_autocast_runs_and_stays_close(seed):
         out = model(img)
     out.float().sum().backward()
     torch.testing.assert_close(out.float(), model(img), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("module", [GuidedNonLocal, GuidedChannelAttention, GlobalGuidanceBlock])
+def test_empty_or_integer_feature_maps_are_named(module):
+    """An empty map (H = 0 or B = 0) or integer input is a ValueError/TypeError naming the
+    argument, not a raw convolution error."""
+    block = module(4, 3)
+    arg = "y" if module is GuidedChannelAttention else "x"
+    with pytest.raises(ValueError, match=rf"^{arg} must not be empty.*\(1, 4, 0, 8\)"):
+        block(torch.randn(1, 4, 0, 8), torch.randn(1, 3, 0, 8))
+    with pytest.raises(ValueError, match=r"^guide must not be empty"):
+        block(torch.randn(1, 4, 8, 8), torch.randn(1, 3, 8, 0))
+    with pytest.raises(ValueError, match=rf"^{arg} must not be empty"):
+        block(torch.randn(0, 4, 8, 8), torch.randn(0, 3, 8, 8))
+    with pytest.raises(TypeError, match=rf"^{arg} must have a floating dtype.*torch.int64"):
+        block(torch.ones(1, 4, 8, 8, dtype=torch.long), torch.randn(1, 3, 8, 8))
+    with pytest.raises(TypeError, match=r"^guide must have a floating dtype.*torch.uint8"):
+        block(torch.randn(1, 4, 8, 8), torch.ones(1, 3, 8, 8, dtype=torch.uint8))

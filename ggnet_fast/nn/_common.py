@@ -5,11 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops._checks import FLOAT_DTYPES
+
 RESIDUAL_MODES = ("learnable", "fixed")
 
 
 def check_feature_map(name: str, x, channels: int) -> None:
-    """``x`` must be an NCHW tensor with ``channels`` channels."""
+    """``x`` must be a non-empty floating NCHW tensor with ``channels`` channels."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [B, {channels}, H, W], "
                         f"got {type(x).__name__}")
@@ -19,6 +21,12 @@ def check_feature_map(name: str, x, channels: int) -> None:
     if x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channels ([B, {channels}, H, W]), "
                          f"got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty: shape [B, {channels}, H, W] with B, H, W "
+                         f">= 1, got {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or "
+                        f"float64), got {x.dtype}")
 
 
 def match_guide(x: torch.Tensor, guide: torch.Tensor, resize_guide: bool) -> torch.Tensor:

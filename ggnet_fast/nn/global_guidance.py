@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import conv_bn_prelu
+from ._common import check_feature_map, conv_bn_prelu
 from .guided_channel import GuidedChannelAttention
 from .guided_non_local import GuidedNonLocal
 
@@ -39,6 +39,7 @@ class GlobalGuidanceBlock(nn.Module):
     ) -> None:
         super().__init__()
         guide_channels = guide_channels or in_channels
+        self.in_channels, self.guide_channels = in_channels, guide_channels
         common = {"resize_guide": resize_guide, "backend": backend}
         self.spatial = (spatial if spatial is None or isinstance(spatial, nn.Module) else
                         GuidedNonLocal(in_channels, guide_channels, **{**common, **spatial}))
@@ -51,6 +52,8 @@ class GlobalGuidanceBlock(nn.Module):
         self.fuse = conv_bn_prelu(in_channels, in_channels, 1)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        check_feature_map("x", x, self.in_channels)
+        check_feature_map("guide", guide, self.guide_channels)
         if self.spatial is not None:
             x = self.spatial(x, guide)
         x = self.spatial_conv(x)
