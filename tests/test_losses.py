@@ -174,3 +174,44 @@ def test_half_precision_logits_are_computed_in_float32():
     assert a.dtype == torch.float32
     torch.testing.assert_close(a, b)
     assert F.mse_loss(logits, masks).item() == pytest.approx(boundary_mse(logits, masks).item())
+
+
+def _eq7_by_hand(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 for one batch, written out in float64 without the library or the preset
+    table: per image ``1 - (2 sum p g + 1) / (sum p^2 + sum g^2 + 1)`` (the squared
+    denominator of Eq. 7; the + 1 keeps empty masks finite), averaged over the batch, plus
+    the mean binary cross-entropy ``-(g log p + (1 - g) log(1 - p))``."""
+    p = 1.0 / (1.0 + torch.exp(-logits.double()))
+    g = masks.double()
+    dice = []
+    for pi, gi in zip(p, g):
+        num = 2.0 * (pi * gi).sum() + 1.0
+        den = (pi ** 2).sum() + (gi ** 2).sum() + 1.0
+        dice.append(1.0 - num / den)
+    bce = -(g * torch.log(p) + (1.0 - g) * torch.log(1.0 - p)).mean()
+    return torch.stack(dice).mean() + bce
+
+
+def test_paper_loss_is_eq6_with_a_hand_written_eq7(seed):
+    """``GGNetLoss("paper")`` against Eq. 6-8 typed from the paper: lambda_1 = 1 on the four
+    side Dice+BCE terms (Eq. 7, squared Dice denominator), lambda_2 = 10 on the mean squared
+    error of each boundary map against OpenCV's Canny edges of the mask, 1 on the final
+    term. A plain (non-squared) Dice, another lambda or another boundary target fails."""
+    import cv2
+
+    masks = torch.zeros(2, 1, 40, 40, dtype=torch.float64)
+    masks[0, :, 10:30, 8:25] = 1
+    masks[1, :, 5:12, 20:36] = 1
+    final = 1.5 * torch.randn(2, 1, 40, 40, dtype=torch.float64)
+    sides = tuple(1.5 * torch.randn(2, 1, 40, 40, dtype=torch.float64) for _ in range(4))
+    edges = tuple(torch.rand(2, 1, 40, 40, dtype=torch.float64) for _ in range(4))
+    canny = torch.from_numpy(np.stack([
+        cv2.Canny((m[0].numpy() * 255).astype(np.uint8), 100, 200)[None] > 0 for m in masks
+    ])).double()
+    expected = (_eq7_by_hand(final, masks) + sum(_eq7_by_hand(s, masks) for s in sides)
+                + 10.0 * sum(((e - canny) ** 2).mean() for e in edges))
+    got = GGNetLoss("paper")(GGNetOutput(final, sides, edges), masks)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # the Dice of Eq. 7 alone, final output only: the squared denominator is what is pinned
+    torch.testing.assert_close(GGNetLoss("paper")(final, masks), _eq7_by_hand(final, masks),
+                               rtol=1e-12, atol=1e-12)
