@@ -162,13 +162,16 @@ def _emulated_errors(dtype, precision, n, sigma, seed):
 @pytest.mark.parametrize("n,sigmas", [(64 * 64, (1.0, 0.5)),
                                       pytest.param(128 * 128, (1.0,), marks=pytest.mark.slow)])
 def test_bfloat16_rounding_points_at_realistic_n(n, sigmas):
-    """bf16 as the kernels round it: delta within 1% where float32 resolves it (sigma =
-    1; the forward's row sums add the rounded weights, so rounding leaves no bias in
-    o - mean(mu)), and every gradient within 1e-2 (the backward's p dp uses the
-    forward's rounded weights: with float32 ones the gradients missed by 1.1e-2 at 64x64)."""
+    """bf16 as the kernels round it: delta within 1% where float32 resolves it (64x64,
+    sigma = 1; the forward's row sums add the rounded weights, so rounding leaves no
+    bias in o - mean(mu)); at 128x128 delta is ~2e-2 below float32's resolution even at
+    sigma = 1, so there it gets the contract's float32 allowance; every gradient within
+    1e-2 (the backward's p dp uses the forward's rounded weights: with float32 ones the
+    gradients missed by 2e-2 to 4e-2 at 64x64).  128x128: ~18 min on the loaded 2-core
+    machine (float64 N x N work), slow-marked."""
     for sigma in sigmas:
         err, allowance, grad_errs = _emulated_errors(torch.bfloat16, "ieee", n, sigma, 3)
-        if sigma == 1.0:
+        if sigma == 1.0 and n == 64 * 64:
             assert allowance < 1e-2, "delta must be resolvable in float32 in this case"
         assert err < 1e-2 + allowance, f"sigma={sigma}: delta {err:.2e}"
         for name, e in zip(SPATIAL_NAMES, grad_errs):
