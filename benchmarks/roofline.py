@@ -21,7 +21,7 @@ from dataclasses import dataclass
 #: instructions per second (128 lanes per SM per clock: an FMA counts as one).
 PEAK = {"mma": 989e12, "mufu": 3.9e12, "alu": 30.9e12}
 
-EXPM1 = 7           # expm1_weight_scaled: 7 FMAs (Horner, scale folded in)
+EXPM1 = 7           # expm1_unit_scaled(SHORT): 7 FMAs (Horner, scale folded in)
 WEIGHTS = EXPM1 + 5  # _weights: + cvt e, cvt back, add, mul, cvt w
 
 

@@ -2,7 +2,7 @@
 
 Item 1 of issue 11: at N = 4096 the weights p ~ 1/N^2 and p dp ~ 1/N^3 are far below
 float16's smallest normal number; the kernels scale them by powers of two before every
-16-bit rounding (``_config.W_SCALE``, ``row_scale``, ``spatial_kernels._scaled_rounding``)
+16-bit rounding (``_config.W_SCALE``, ``row_scaled``, ``spatial_kernels._scaled_rounding``)
 and sum exactly the rounded values they multiply.  The float16 case runs the kernels
 under the interpreter (whose float16 casts are exact numpy float16, subnormals included).
 

@@ -118,17 +118,23 @@ def expm1_unit(x):
     for tiny x, where ``exp(x) - 1`` would lose every digit.  Costs 10 FMAs and no
     MUFU instruction (the exponential units are the scarce resource at small d).
     """
-    return expm1_unit_scaled(x, 1.0)
+    return expm1_unit_scaled(x, 1.0, False)
 
 
 @triton.jit
-def expm1_unit_scaled(x, scale: tl.constexpr):
+def expm1_unit_scaled(x, scale: tl.constexpr, SHORT: tl.constexpr):
     """``scale * expm1(x)`` for x in [0, 1]: ``expm1_unit`` with every coefficient
-    multiplied by the compile-time ``scale`` (no extra instruction)."""
-    r = scale * (1.0 / 3628800.0)
-    r = scale * (1.0 / 362880.0) + x * r
-    r = scale * (1.0 / 40320.0) + x * r
-    r = scale * (1.0 / 5040.0) + x * r
+    multiplied by the compile-time ``scale`` (no extra instruction).  ``SHORT``: degree 7
+    (7 FMAs), for weights rounded to 16 bits or TF32 right after: truncation below
+    ``x^8 / 8! * e / (e - 1) < 4e-5`` relative at x = 1 (far smaller for the typical
+    p ~ 1/N^2), under their 2^-11 rounding."""
+    if SHORT:
+        r = scale * (1.0 / 5040.0)
+    else:
+        r = scale * (1.0 / 3628800.0)
+        r = scale * (1.0 / 362880.0) + x * r
+        r = scale * (1.0 / 40320.0) + x * r
+        r = scale * (1.0 / 5040.0) + x * r
     r = scale * (1.0 / 720.0) + x * r
     r = scale * (1.0 / 120.0) + x * r
     r = scale * (1.0 / 24.0) + x * r
@@ -139,28 +145,13 @@ def expm1_unit_scaled(x, scale: tl.constexpr):
 
 
 @triton.jit
-def expm1_weight_scaled(x, scale: tl.constexpr):
-    """``scale * expm1(x)`` for x in [0, 1] to the precision of a 16-bit or TF32 MMA
-    operand: the degree-7 Taylor polynomial (truncation below ``x^8 / 8! * e / (e - 1)
-    < 4e-5`` relative at x = 1, far smaller for the typical p ~ 1/N^2; TF32 and float16
-    round to 2^-11 = 4.9e-4).  7 FMAs instead of ``expm1_unit``'s 10, coefficients
-    times the compile-time ``scale``."""
-    r = scale * (1.0 / 5040.0)
-    r = scale * (1.0 / 720.0) + x * r
-    r = scale * (1.0 / 120.0) + x * r
-    r = scale * (1.0 / 24.0) + x * r
-    r = scale * (1.0 / 6.0) + x * r
-    r = scale * 0.5 + x * r
-    r = scale + x * r
-    return x * r
-
-
-@triton.jit
-def row_scale(w, sc):
-    """Per-row power-of-two scale for a float16 MMA operand ``w`` [R, K] (rows = the
-    accumulator's rows), non-increasing along the loop: ``min(sc, 2^floor(log2(2^14
-    / rowmax|w|)))``.  Rows of ``w * new`` stay below 2^15 < 65504 and their
-    large entries normal; the caller multiplies its accumulator by ``new / sc`` (<= 1)
-    and divides by the final scale.  Start from ``sc = 2^64`` (all-zero rows keep it)."""
+def row_scaled(w, acc, sc):
+    """Per-row power-of-two scaling of a float16 MMA operand ``w`` [R, K] whose rows are
+    the accumulator ``acc``'s rows: returns ``(w * new, acc * new / sc, new)`` with
+    ``new = min(sc, 2^floor(log2(2^14 / rowmax|w|)))``, non-increasing along the loop,
+    so the ratio is <= 1 and exact.  Rows of ``w * new`` stay below 2^15 < 65504 and
+    their large entries normal; the caller divides its accumulator by the last scale.
+    Start from ``sc = 2^64`` (all-zero rows keep it)."""
     m = tl.maximum(tl.max(tl.abs(w), 1), 5.421010862427522e-20)  # 2^-64
-    return tl.minimum(sc, tl.exp2(tl.floor(tl.log2(16384.0 / m))))
+    new = tl.minimum(sc, tl.exp2(tl.floor(tl.log2(16384.0 / m))))
+    return w * new[:, None], acc * (new / sc)[:, None], new

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import W_SCALE, block, dot_precision, expm1_weight_scaled, row_scale, tuned
+from ._config import W_SCALE, block, dot_precision, expm1_unit_scaled, row_scaled, tuned
 
 #: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
 #: per kernel; "pass": no extra forward accumulator, R from a separate loop.  Both give
@@ -59,7 +59,7 @@ def _weights(p, like):
     (the 16-bit MMA operands).  Forward and backward both call this, so the backward's
     p dp uses the same rounded weights as the forward's o2 and q (R = sum_j p dp then
     holds exactly; a float32 w in the backward left 1e-2 bf16 gradient errors)."""
-    e = expm1_weight_scaled(p, W_SCALE).to(like.dtype)
+    e = expm1_unit_scaled(p, W_SCALE, True).to(like.dtype)
     w = (p * (W_SCALE + e.to(tl.float32))).to(like.dtype)
     return e, w
 
@@ -224,7 +224,7 @@ def _bwd_dq_kernel(Q, K, MU, DOL, DSC, STATS, BST, DTH, DET, N, D, DG, C, DT,
     ([B, N, C]); DSC[b] = the inverse of that factor; BST[b] = (D_i / L_i, R_i), both
     from the rounded DOL.  With R_PASS, R_i is first computed here (one extra loop) and
     written to BST[b, 1].  ROW_SCALE (float16): da, db get a per-row power-of-two
-    scale before their 16-bit rounding (``row_scale``).
+    scale before their 16-bit rounding (``row_scaled``).
     """
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -265,7 +265,7 @@ def _bwd_dq_kernel(Q, K, MU, DOL, DSC, STATS, BST, DTH, DET, N, D, DG, C, DT,
         r = tl.load(bbase + N + offs_m, mask=rm, other=0.0)
     dth = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     det = tl.zeros([BLOCK_M, BLOCK_DG], tl.float32)
-    sa = tl.full([BLOCK_M], 18446744073709551616.0, tl.float32)  # 2^64: row_scale's start
+    sa = tl.full([BLOCK_M], 18446744073709551616.0, tl.float32)  # 2^64: row_scaled's start
     sb = tl.full([BLOCK_M], 18446744073709551616.0, tl.float32)
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
@@ -284,14 +284,8 @@ def _bwd_dq_kernel(Q, K, MU, DOL, DSC, STATS, BST, DTH, DET, N, D, DG, C, DT,
         da = t - sx * r[:, None]
         db = t - sg * r[:, None]
         if ROW_SCALE:
-            na = row_scale(da, sa)
-            nb = row_scale(db, sb)
-            dth = dth * (na / sa)[:, None]
-            det = det * (nb / sb)[:, None]
-            sa = na
-            sb = nb
-            da = da * sa[:, None]
-            db = db * sb[:, None]
+            da, dth, sa = row_scaled(da, dth, sa)
+            db, det, sb = row_scaled(db, det, sb)
         dth = tl.dot(da.to(ph.dtype), ph, dth, input_precision=PREC)
         det = tl.dot(db.to(rh.dtype), rh, det, input_precision=PREC)
     if ROW_SCALE:
@@ -334,7 +328,7 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DSC, DMUB, STATS, BST, DPH, DRH, DMU, N, D, D
     drh = tl.zeros([BLOCK_N, BLOCK_DG], tl.float32)
     dmu = tl.zeros([BLOCK_N, BLOCK_C], tl.float32)
     inv = tl.load(DSC + pid_b)
-    sa = tl.full([BLOCK_N], 18446744073709551616.0, tl.float32)  # 2^64: row_scale's start
+    sa = tl.full([BLOCK_N], 18446744073709551616.0, tl.float32)  # 2^64: row_scaled's start
     sb = tl.full([BLOCK_N], 18446744073709551616.0, tl.float32)
     for start in range(0, N, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
@@ -358,14 +352,8 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DSC, DMUB, STATS, BST, DPH, DRH, DMU, N, D, D
         da = t - sx * r[None, :]
         db = t - sg * r[None, :]
         if ROW_SCALE:
-            na = row_scale(da, sa)
-            nb = row_scale(db, sb)
-            dph = dph * (na / sa)[:, None]
-            drh = drh * (nb / sb)[:, None]
-            sa = na
-            sb = nb
-            da = da * sa[:, None]
-            db = db * sb[:, None]
+            da, dph, sa = row_scaled(da, dph, sa)
+            db, drh, sb = row_scaled(db, drh, sb)
         dph = tl.dot(da.to(th.dtype), th, dph, input_precision=PREC)
         drh = tl.dot(db.to(et.dtype), et, drh, input_precision=PREC)
     if ROW_SCALE:
