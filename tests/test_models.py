@@ -368,6 +368,22 @@ def test_model_same_output_with_fused_backend(fused, preset, seed):
                 m.gamma.fill_(0.7)
     model.eval()
     images = torch.randn(2, 3, 64, 64)
+    blocks = {"spatial": model.ggb.spatial, "channel": model.ggb.channel}
+    inputs = {}
+    for name, block in blocks.items():
+        block.register_forward_pre_hook(lambda _m, args, name=name: inputs.__setitem__(name, args))
+
+    @torch.no_grad()
+    def modulations():
+        """Each guidance block's operator output minus what a uniform attention would give
+        (o - mean(mu) over positions; o - mean(y) over channels): the logits are dominated
+        by that mean, the modulation is the attention's own contribution."""
+        x, g = inputs["spatial"]
+        sp = blocks["spatial"]
+        spatial = sp.attention(x, g) - sp.mu(x).mean((2, 3), keepdim=True)
+        y, g = inputs["channel"]
+        channel = blocks["channel"].attention(y, g) - y.mean(1, keepdim=True)
+        return {"spatial": spatial, "channel": channel}
 
     def run(backend):
         model.set_backend(backend)
@@ -378,10 +394,17 @@ def test_model_same_output_with_fused_backend(fused, preset, seed):
         loss = (out.logits * torch.linspace(-1, 1, out.logits.numel()).view_as(out.logits)).sum()
         loss.backward()
         theta = model.ggb.spatial.theta.weight.grad.clone()
-        return out, theta
+        return out, theta, modulations()
 
-    ref, ref_theta = run("reference")
-    got, got_theta = run(fused)
+    ref, ref_theta, ref_mod = run("reference")
+    got, got_theta, got_mod = run(fused)
+    for name in blocks:
+        # the product form keeps the modulation small (~1e-4 of mu here), but 100x above
+        # float32 rounding of o; a backend returning mean(mu) has relative error 1
+        scale = ref_mod[name].abs().max()
+        assert scale > 1e-5, f"seed {seed}: the {name} attention is uniform"
+        err = (got_mod[name] - ref_mod[name]).abs().max() / scale
+        assert err < 1e-2, f"seed {seed}: {name} modulation relative error {err:.3g}"
     for a, b in zip((ref.logits, *ref.side_logits, *ref.boundaries),
                     (got.logits, *got.side_logits, *got.boundaries)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
