@@ -4,6 +4,7 @@
     ggnet train --data busi --data-root DIR --out runs/busi --fold all
     ggnet eval --run runs/busi               # per-fold + mean +- std table, overlays
     ggnet predict --checkpoint runs/busi/fold0/best.pt --input scan.png --out preds/
+    ggnet compare runs/busi runs/baseline --out cmp   # paired tests (paper Table 8)
     ggnet bench                              # quick timing of the attention operators
 
 Run ``ggnet <command> --help`` for the options of each command.
@@ -51,8 +52,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     names = registered_datasets()
     g.add_argument("--data", choices=names, default=None,
                    help="dataset: " + "; ".join(f"{n}: {dataset_spec(n).help}" for n in names)
-                        + f" (default {names[0]})")
-    g.add_argument("--data-root", help="dataset folder (busi: Dataset_BUSI_with_GT or its parent)")
+                        + " (default: the layout of --data-root, busi or folder; "
+                        f"{names[0]} without --data-root)")
+    g.add_argument("--data-root", help="dataset folder (busi: Dataset_BUSI_with_GT or its parent; "
+                                       "folder: the one holding images/ and masks/)")
     for name in names:
         spec = dataset_spec(name)
         for key, opt in spec.options.items():
@@ -115,18 +118,30 @@ def _add_execution_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--out", help="run folder (refused if it exists and is not empty)")
     g.add_argument("--config", help="start from this config.json; flags given here override it")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    g.add_argument("--overwrite", action="store_true", help="replace the checkpoints/logs in a non-empty --out")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (or every fold run under it) from its last.pt "
+                        "with its saved settings: a flag that changes results is refused unless "
+                        "it equals the saved value; the operational ones --device, --workers, "
+                        "--no-progress, --no-tensorboard, --ckpt-every and --max-steps may change")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace this package's checkpoints, logs and eval reports in a non-empty "
+                        "--out (other files are kept)")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (operational)")
     g.add_argument("--amp", choices=["auto", "on", "off"], help="mixed precision (auto = on CUDA)")
-    g.add_argument("--workers", type=int, help="data-loader worker processes (default 2)")
+    g.add_argument("--workers", type=int, help="data-loader worker processes (default 2; operational)")
     g.add_argument("--seed", type=int, help="training seed (default 0)")
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms (bitwise-reproducible on the CPU)")
-    g.add_argument("--ckpt-every", type=int, help="extra checkpoint every N iterations (default: at validations)")
-    g.add_argument("--max-steps", type=int, help="stop with a checkpoint at this global step (resume later)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None)
+    g.add_argument("--ckpt-every", type=int,
+                   help="extra checkpoint every N iterations (default: at validations; operational)")
+    g.add_argument("--max-steps", type=int,
+                   help="stop this invocation with a checkpoint at this global step (not saved "
+                        "with the run: a later --resume trains to the end)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (operational)")
+    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
+                   help="no TensorBoard logs (default: written to tb/ when tensorboard is "
+                        "installed; operational)")
 
 
 def _data_options(args, dataset: str) -> dict:
@@ -143,6 +158,26 @@ def _data_options(args, dataset: str) -> dict:
     return given
 
 
+def _dataset_of_root(root: str) -> str:
+    """The dataset a ``--data-root`` given without ``--data`` holds, from its layout:
+    ``busi`` (benign/ and malignant/) or ``folder`` (images/ and masks/)."""
+    from .data.busi import find_busi_root
+
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data-root {root} does not exist or is not a folder")
+    try:
+        find_busi_root(root)
+        name = "busi"
+    except FileNotFoundError:
+        if not all(os.path.isdir(os.path.join(root, d)) for d in ("images", "masks")):
+            raise ValueError(f"--data-root {root} holds neither the BUSI layout (benign/, "
+                             f"malignant/) nor images/ and masks/; name its dataset with "
+                             f"--data") from None
+        name = "folder"
+    print(f"--data-root {root}: {name} layout, training on --data {name}", flush=True)
+    return name
+
+
 def config_from_args(args):
     """Merge --config, the preset's schedule and explicit flags into a TrainConfig
     (validated by the Trainer that runs it)."""
@@ -153,6 +188,8 @@ def config_from_args(args):
     if args.preset or not args.config:
         base.update(preset_schedule(preset))
     base["preset"] = preset
+    if args.data is None and args.data_root and not args.config:
+        args.data = _dataset_of_root(args.data_root)
     if args.data and args.data != base["data"]:
         base["data_options"] = {}  # the options of another dataset do not carry over
     names = set(base)
@@ -169,14 +206,39 @@ def config_from_args(args):
     return TrainConfig.from_dict(base)
 
 
+def _resume_settings(args) -> dict:
+    """The settings given on a ``train --resume`` command line other than the operational
+    ones: each must equal the run's saved value."""
+    from .train import TrainConfig
+    from .train.runs import NOT_COMPARED
+
+    names = {f for f in TrainConfig().to_dict() if f not in NOT_COMPARED and f != "fold"}
+    settings = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.fold is not None and str(args.fold) != "all":
+        settings["fold"] = int(args.fold)
+    options = {dest.split(DATA_OPT)[-1]: v for dest, v in vars(args).items()
+               if dest.startswith(DATA_OPT) and v is not None}
+    if options:
+        settings["data_options"] = options
+    if args.model_opt:
+        settings["model_overrides"] = dict(args.model_opt)
+    if args.loss_opt:
+        settings["loss_overrides"] = dict(args.loss_opt)
+    return settings
+
+
 def cmd_train(args) -> int:
     from .train.runs import OPERATIONAL_FIELDS, resume_runs, train_folds
 
     if not args.out:
-        raise SystemExit("ggnet train: --out DIR is required (the run folder)")
+        raise ValueError("--out DIR is required (the run folder)")
     if args.resume:
+        if args.config or args.overwrite:
+            raise ValueError("--resume continues a run with its saved settings: it cannot be "
+                             "combined with " + ("--config" if args.config else "--overwrite"))
         resume_runs(args.out, {k: getattr(args, k) for k in OPERATIONAL_FIELDS
-                               if getattr(args, k, None) is not None})
+                               if getattr(args, k, None) is not None},
+                    _resume_settings(args), max_steps=args.max_steps or 0)
         return 0
     cfg = config_from_args(args)
     if str(args.fold) == "all":
@@ -222,7 +284,7 @@ def cmd_predict(args) -> int:
         from .crf import crf_available
         reason = crf_available()
         if reason:
-            raise SystemExit(f"ggnet predict: dense CRF unavailable ({reason}); pass --no-crf")
+            raise ValueError(f"dense CRF unavailable ({reason}); pass --no-crf")
     predictor = Predictor(model, args.image_size or cfg.get("image_size", 256), device,
                           crf=args.crf, threshold=args.threshold, crf_params=crf_params)
     for path, written, fraction in predict_to_folder(predictor, inputs, args.out):
@@ -235,6 +297,15 @@ def cmd_demo(args) -> int:
 
     run_demo(args.out, quick=args.quick, steps=args.steps, overwrite=args.overwrite,
              crf=args.crf, progress=not args.no_progress, n_images=args.n_images)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .eval.compare import run_compare
+
+    res = run_compare(args.inputs, args.out, reference=args.reference, overwrite=args.overwrite)
+    print(res["markdown"])
+    print(f"written to {args.out}")
     return 0
 
 
@@ -269,7 +340,8 @@ def _add_inference_args(p: argparse.ArgumentParser, overwrite_help: str) -> None
     """What eval and predict share: CRF, threshold, device, backend, --overwrite."""
     _add_crf_args(p)
     p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, "
+                                                     "cuda, cuda:1 ...")
     _add_backend_arg(p, "attention kernel backend (default auto: the best one on --device, "
                         "whatever the training run used)", "auto")
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
@@ -298,7 +370,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures per fold (-1 = all)")
     p.add_argument("--out", help="report folder (default RUN/eval_crf or RUN/eval)")
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_inference_args(p, "replace the reports and overlays already in the report folder")
     p.set_defaults(func=cmd_eval)
 
@@ -327,9 +399,9 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--steps", type=int, help="training iterations (default 200)")
     p.add_argument("--n-images", type=int, help="synthetic images in total (default 360)")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (seconds, meaningless numbers)")
-    p.add_argument("--no-crf", dest="crf", action="store_false")
+    p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
 
@@ -337,28 +409,61 @@ def _add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="time the guided-attention operators and a model step",
                        description="Times the spatial and channel guided attention on every available "
                                    "backend and one GG-Net forward; --pytest runs benchmarks/ instead.")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda ...")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (default 5)")
     p.add_argument("--pytest", action="store_true", help="run pytest benchmarks/ --benchmark-only")
     p.set_defaults(func=cmd_bench)
 
 
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="paired significance tests between evaluated methods",
+                       description="Match the images of two or more per-image CSVs (ggnet eval "
+                                   "reports or run folders), run paired Wilcoxon and t-tests per "
+                                   "metric with Holm correction, and write compare.csv, "
+                                   "compare.md (paper Table 8 layout) and compare.png into --out.")
+    p.add_argument("inputs", nargs="+", metavar="RUN_OR_CSV",
+                   help="a per_image.csv, an eval report folder or a run folder; NAME=PATH "
+                        "names the method")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--reference", metavar="NAME",
+                   help="compare every method with this one (default: every pair)")
+    p.add_argument("--overwrite", action="store_true", help="replace compare.* already in --out")
+    p.set_defaults(func=cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:8]),
+        prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:9]),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_train_parser, _add_eval_parser, _add_predict_parser, _add_demo_parser,
-                _add_bench_parser):
+    for add in (_add_train_parser, _add_eval_parser, _add_predict_parser, _add_compare_parser,
+                _add_demo_parser, _add_bench_parser):
         add(sub)
     return parser
 
 
+# Errors that mean the command was given something it cannot use (exit 2, one line); any
+# other exception is an internal error (traceback, exit 1). GGNET_DEBUG=1: always a traceback.
+USER_ERRORS = (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError, ValueError, ImportError)
+
+
 def main(argv=None) -> int:
+    """Run ``ggnet``; returns the exit code: 0, 2 for a user error, 130 after Ctrl-C."""
+    from .train.runs import TrainingInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileExistsError, FileNotFoundError, ValueError, ImportError) as exc:
+    except TrainingInterrupted as exc:
+        print(f"ggnet {args.command}: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        if os.environ.get("GGNET_DEBUG"):
+            raise
+        print(f"ggnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
         if os.environ.get("GGNET_DEBUG"):
             raise
         print(f"ggnet {args.command}: error: {exc}", file=sys.stderr)

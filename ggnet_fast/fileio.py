@@ -7,15 +7,19 @@ import csv
 import io
 import json
 import os
+import pickle
 import tempfile
 
 import torch
 
 
+TMP_PREFIX = ".tmp_"  # temporaries of the atomic writers: TMP_PREFIX + random + file name
+
+
 def _atomic_replace(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -68,11 +72,35 @@ def atomic_write_csv(path: str, fields, rows) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Delete the temporaries a killed atomic write left in ``folder`` (files named
+    ``TMP_PREFIX*``; only call this while no writer of that folder runs). Returns them."""
+    if not os.path.isdir(folder):
+        return []
+    stale = [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+             if f.startswith(TMP_PREFIX) and os.path.isfile(os.path.join(folder, f))]
+    for path in stale:
+        os.unlink(path)
+    return stale
+
+
 def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """``torch.load(path, weights_only=True)``: tensors and plain containers only."""
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only. A file
+    that is not a readable checkpoint (empty, truncated) raises ``ValueError`` naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"checkpoint {path} ({os.path.getsize(path)} bytes) is not readable: it is "
+            f"truncated or not a checkpoint ({reason}). Use another checkpoint of the run "
+            f"(best.pt for evaluation and prediction), or start the run again with "
+            f"--overwrite") from exc
+    if not isinstance(ck, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(ck).__name__}, not a checkpoint dict")
+    return ck
 
 
 def read_json(path: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 
 from ..data.config import DataConfig, migrate_legacy_keys
@@ -15,6 +16,9 @@ from ..fileio import atomic_write_text
 from ..models.presets import preset
 
 SCHEDULES = ("epochs", "iterations")
+# Settings of one invocation, never saved with the run (a step limit is not a property of
+# the run: a later plain ``--resume`` trains to the end of the schedule).
+INVOCATION_FIELDS = ("max_steps",)
 AMP_MODES = ("auto", "on", "off")
 
 
@@ -65,7 +69,7 @@ class TrainConfig(DataConfig):
     deterministic: bool = False
     ckpt_every: int = 0                 # extra mid-epoch checkpoints every N iterations
     log_every: int = 10
-    tensorboard: bool = True
+    tensorboard: bool | None = None    # None: TensorBoard logs when tensorboard is installed
     progress: bool = True
     sync_bn: bool = True                # SyncBatchNorm under multi-GPU DDP
     max_steps: int = 0                  # stop (with a checkpoint) after this global step; 0 = off
@@ -74,6 +78,14 @@ class TrainConfig(DataConfig):
         """Check every setting (dataset and split, schedule, model and loss options
         included) without building anything; raises ``ValueError``. Returns ``self``."""
         super().validate()
+        if self.data_root is not None:
+            from ..data import dataset_spec
+            if not dataset_spec(self.data).needs_root:
+                raise ValueError(f"data_root {self.data_root!r} given, but data={self.data!r} "
+                                 f"reads no folder; name the dataset of that folder "
+                                 f"(--data busi or --data folder)")
+            # absolute: evaluation from another working directory finds the same images
+            self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.batch_size < 2:
@@ -102,10 +114,16 @@ class TrainConfig(DataConfig):
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def run_dict(self) -> dict:
+        """:meth:`to_dict` without the :data:`INVOCATION_FIELDS` (what ``config.json`` and
+        the checkpoints hold)."""
+        return {k: v for k, v in self.to_dict().items() if k not in INVOCATION_FIELDS}
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """From a saved configuration (one written before the dataset registry too)."""
-        d = migrate_legacy_keys(d)
+        """From a saved configuration (one written before the dataset registry too; the
+        :data:`INVOCATION_FIELDS` older runs saved are dropped)."""
+        d = {k: v for k, v in migrate_legacy_keys(d).items() if k not in INVOCATION_FIELDS}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -113,7 +131,7 @@ class TrainConfig(DataConfig):
         return cls(**d)
 
     def save(self, path: str) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(self.run_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str) -> "TrainConfig":

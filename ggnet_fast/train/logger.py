@@ -48,13 +48,17 @@ class RunLogger:
         self.train_log = CSVLog(os.path.join(self.out_dir, "train_log.csv"), TRAIN_FIELDS,
                                 resume_step)
         self.val_log = CSVLog(os.path.join(self.out_dir, "val_log.csv"), VAL_FIELDS, resume_step)
-        if cfg.tensorboard:
-            self.tb = self._tensorboard((resume_step or 0) + 1)
+        if cfg.tensorboard is not False:
+            self.tb = self._tensorboard((resume_step or 0) + 1, required=bool(cfg.tensorboard))
 
-    def _tensorboard(self, purge_step: int):
+    def _tensorboard(self, purge_step: int, required: bool):
+        """A SummaryWriter into ``tb/``; ``None`` when tensorboard is not installed (with a
+        warning only if it was asked for explicitly: ``tensorboard=True``)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
+            if not required:
+                return None
             warnings.warn(f"TensorBoard logging is off: tensorboard is not installed ({exc}); "
                           f"pip install tensorboard, or pass --no-tensorboard "
                           f"(tensorboard=False) to silence this", RuntimeWarning, stacklevel=3)

@@ -11,9 +11,12 @@ a deterministic CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+import signal
+import threading
 import time
 
 import numpy as np
@@ -29,7 +32,7 @@ from .distributed import all_reduce_mean, barrier, broadcast_flag, setup_distrib
 from .logger import RunLogger
 from .progress import Progress
 from .rng import rng_state, set_rng_state
-from .runs import check_resume_config, prepare_run_dir
+from .runs import check_resume_config, check_run_dir, prepare_run_dir
 from .sampler import ResumableSampler
 from .schedule import Schedule, build_optimizer
 
@@ -68,12 +71,15 @@ class Trainer:
         self.callbacks = list(callbacks)
         self._setup_runtime()
         if self.main:
-            prepare_run_dir(cfg.out_dir, resume, overwrite)
-        barrier(self.dist)
+            check_run_dir(cfg.out_dir, resume, overwrite)
         seed_everything(cfg.seed + self.dist.rank)
         self._setup_data(source)
         self._setup_model()
+        if self.main:  # the inputs are valid: only now is the run folder created
+            prepare_run_dir(cfg.out_dir, resume, overwrite)
+        barrier(self.dist)
         self.progress = Progress()
+        self._stop_requested = False
         if resume:
             self._load(os.path.join(cfg.out_dir, "last.pt"))
         self.logger = RunLogger(cfg, self.main, self.progress.global_step if resume else None)
@@ -148,7 +154,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "progress": self.progress.to_dict(running_loss),
-            "config": self.cfg.to_dict(),
+            "config": self.cfg.run_dict(),
         }
 
     def _load(self, path: str) -> None:
@@ -178,7 +184,7 @@ class Trainer:
         if self.main:
             p = self.progress
             atomic_save({"format": 1, "model": unwrap(self.model).state_dict(),
-                         "model_config": self.model_config, "config": self.cfg.to_dict(),
+                         "model_config": self.model_config, "config": self.cfg.run_dict(),
                          "progress": {"global_step": p.global_step, "best_score": p.best_score}},
                         os.path.join(self.cfg.out_dir, "best.pt"))
 
@@ -223,8 +229,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
-        """Train to the end of the schedule (or early stop, or ``max_steps``); returns the
-        summary also written to ``summary.json``."""
+        """Train to the end of the schedule (or early stop, or ``max_steps``, or Ctrl-C);
+        returns the summary also written to ``summary.json``.
+
+        Ctrl-C (SIGINT) lets the current step and its validation finish, writes
+        ``last.pt`` and returns with ``interrupted`` set in the summary; a second Ctrl-C
+        raises ``KeyboardInterrupt`` at once."""
+        with self._sigint_stops_after_step():
+            return self._fit()
+
+    @contextlib.contextmanager
+    def _sigint_stops_after_step(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _fit(self) -> dict:
         from tqdm.auto import tqdm
 
         p, cfg = self.progress, self.cfg
@@ -232,7 +263,7 @@ class Trainer:
                    disable=not (self.main and cfg.progress), desc="train", unit="it")
         t0 = time.time()
         stop = p.stopped_early or p.global_step >= self.schedule.total_steps
-        halted = False
+        halted = interrupted = False
         while not stop:
             self.sampler.set_epoch(p.epoch)
             self.sampler.set_start(p.step_in_epoch * cfg.batch_size)
@@ -245,12 +276,15 @@ class Trainer:
                 if self.main and (p.global_step % cfg.log_every == 0 or p.global_step == 1):
                     self._log_train(bar, time.time() - t0)
                 stop, halted = self._after_step()
+                if not stop and broadcast_flag(self._stop_requested, self.dist, self.device):
+                    self.save_checkpoint("last.pt")  # the step is complete: safe to resume
+                    stop = interrupted = True
                 if stop:
                     break
             if not stop:
                 p.next_epoch()
         bar.close()
-        return self._finish(halted, time.time() - t0)
+        return self._finish(halted, interrupted, time.time() - t0)
 
     def _log_train(self, bar, seconds: float) -> None:
         avg = self.progress.take_window_mean()
@@ -290,14 +324,14 @@ class Trainer:
         p.stopped_early = broadcast_flag(p.stopped_early, self.dist, self.device)
         return p.stopped_early
 
-    def _finish(self, halted: bool, seconds: float) -> dict:
+    def _finish(self, halted: bool, interrupted: bool, seconds: float) -> dict:
         p = self.progress
         # no validation yet (or a non-finite score): null, never -Infinity (invalid JSON)
         best = p.best_score if math.isfinite(p.best_score) else None
         summary = {"global_step": p.global_step, "total_steps": self.schedule.total_steps,
                    "best_val_dice": best, "best_step": p.best_step if best is not None else None,
                    "stopped_early": p.stopped_early, "halted_at_max_steps": halted,
-                   "seconds": seconds}
+                   "interrupted": interrupted, "seconds": seconds}
         self.logger.write_summary(summary)
         barrier(self.dist)
         return summary
