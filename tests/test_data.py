@@ -188,3 +188,59 @@ def test_resumable_sampler_skips_without_changing_order():
         sr.set_epoch(2)
         shards.append([k[0] for k in sr])
     assert not set(shards[0]) & set(shards[1]) and len(shards[0]) == 11
+
+
+def _damage_busi(base):
+    """Three bad files in a fake BUSI tree: a truncated image, a mask of another size, a
+    CMYK mask (in which black is not zero); returns their paths."""
+    truncated = os.path.join(base, "benign", "benign (1).png")
+    with open(truncated, "rb") as fh:
+        data = fh.read()
+    with open(truncated, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+    wrong_size = os.path.join(base, "malignant", "malignant (2)_mask.png")
+    Image.new("L", (7, 5)).save(wrong_size)
+    cmyk = os.path.join(base, "benign", "benign (3)_mask_1.png")
+    Image.open(cmyk).convert("CMYK").save(cmyk.replace(".png", ".tif"))
+    os.replace(cmyk.replace(".png", ".tif"), cmyk)
+    return truncated, wrong_size, cmyk
+
+
+def test_scan_reports_every_bad_file_in_one_error(tmp_path):
+    from ggnet_fast.data import DataConfig, DataError, scan_source
+
+    base, _ = _fake_busi(tmp_path)
+    scan_source(BUSIDataset(base), progress=False)  # a sound tree passes
+    truncated, wrong_size, cmyk = _damage_busi(base)
+    with pytest.raises(DataError) as info:
+        scan_source(BUSIDataset(base), progress=False)
+    msg = str(info.value)
+    assert msg.startswith("3 of 5 images in ") and isinstance(info.value, ValueError)
+    assert f"{truncated}: cannot be read" in msg
+    assert f"{wrong_size}: mask is 7x5 but its image malignant (2).png is 34x22" in msg
+    assert f"{cmyk}: mask in PIL mode 'CMYK'" in msg
+    assert len(msg.splitlines()) == 4 and "benign (2)" not in msg
+    # training and evaluation build their dataset through DataConfig: scanned there
+    with pytest.raises(DataError, match="3 of 5 images"):
+        DataConfig(data="busi", data_root=base).validate().build_source(progress=False)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_worker_errors_are_the_one_line_message(tmp_path, workers):
+    """A file that breaks after the scan fails in a DataLoader worker with the message it
+    has with 0 workers, not torch's traceback text."""
+    from ggnet_fast.data import DataError
+
+    base, _ = _fake_busi(tmp_path)
+    ds = BUSIDataset(base)
+    truncated, _, _ = _damage_busi(base)
+    view = TrainingView(ds, SegTransform(16), [0])
+    loader = torch.utils.data.DataLoader(view, batch_size=1, num_workers=workers)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    msg = str(info.value)
+    assert msg.startswith(f"cannot read image file {truncated}: ") and "\n" not in msg
+    assert "Traceback (most recent call last)" not in msg and "Caught" not in msg
+    os.unlink(truncated)  # an OSError other than a DataError is wrapped the same way
+    with pytest.raises(DataError, match=r"^sample benign/benign \(1\): image file not found"):
+        next(iter(torch.utils.data.DataLoader(view, batch_size=1, num_workers=workers)))

@@ -7,7 +7,7 @@ resolution (``image`` uint8 ``[H, W, 3]``, ``mask`` uint8 ``[H, W]`` in {0, 1});
 dataset is usable by name once registered (:func:`register_dataset`; the built-in ones
 register themselves when their module is imported below).
 """
-from .base import RawSample, SegmentationSource
+from .base import DataError, RawSample, SegmentationSource
 from .registry import (DatasetOption, DatasetSpec, build_dataset, dataset_spec, register_dataset,
                        registered_datasets)
 from .phantom import PhantomDataset, PhantomParams, make_phantom  # registers "phantom"
@@ -15,10 +15,11 @@ from .busi import BUSIDataset  # registers "busi"
 from .folder import FolderDataset  # registers "folder"
 from .config import DataConfig
 from .folds import kfold_indices, split_train_val
+from .scan import scan_source
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, SegTransform, TrainingView
 
 __all__ = [
-    "RawSample", "SegmentationSource", "BUSIDataset", "FolderDataset", "PhantomDataset",
+    "DataError", "RawSample", "SegmentationSource", "scan_source", "BUSIDataset", "FolderDataset", "PhantomDataset",
     "PhantomParams", "make_phantom", "kfold_indices", "split_train_val", "SegTransform",
     "TrainingView", "IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "DatasetOption",
     "DatasetSpec", "build_dataset", "dataset_spec", "register_dataset", "registered_datasets",

@@ -7,6 +7,23 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class DataError(ValueError):
+    """A dataset file that cannot be used (unreadable, truncated, unsupported mode, a mask
+    whose size differs from its image), or the one message of :func:`scan_source` listing
+    every such file.
+
+    Raised inside a DataLoader worker, it reaches the caller as the same message as with
+    0 workers: torch re-raises a worker's exception as ``type(exc)(text)`` where ``text``
+    is a traceback ending in ``...DataError: <message>``; only the message is kept.
+    """
+
+    def __init__(self, message: str):
+        message = str(message)
+        if message.startswith("Caught DataError ") and "DataError: " in message:
+            message = message.rsplit("DataError: ", 1)[1].rstrip()
+        super().__init__(message)
+
+
 @dataclass
 class RawSample:
     """One image at its original resolution.
@@ -35,6 +52,11 @@ class SegmentationSource:
     def load(self, index: int) -> RawSample:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def files(self, index: int) -> tuple[str, list[str]] | None:
+        """``(image file, [mask files])`` of sample ``index``, or ``None`` for a dataset
+        that is not read from files (nothing for :func:`scan_source` to check)."""
+        return None
+
     def __getitem__(self, index: int) -> RawSample:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
@@ -61,7 +83,7 @@ def read_image(path: str) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image file {path}: {exc}") from exc
+        raise DataError(f"cannot read image file {path}: {exc}") from exc
     return np.ascontiguousarray(arr)
 
 
@@ -82,20 +104,20 @@ def read_mask(path: str) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"mask file not found: {path}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read mask file {path}: {exc}") from exc
+        raise DataError(f"cannot read mask file {path}: {exc}") from exc
     if arr.ndim == 3:
         channels = arr.shape[2]
         if channels in (2, 4):  # LA / RGBA: drop alpha
             arr = arr[..., : channels - 1]
         arr = arr.any(axis=2)
     elif arr.ndim != 2:
-        raise ValueError(f"mask file {path} has unsupported shape {arr.shape}")
+        raise DataError(f"mask file {path} has unsupported shape {arr.shape}")
     return (arr != 0).astype(np.uint8)
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
     if image.shape[:2] != mask.shape:
-        raise ValueError(
+        raise DataError(
             f"mask {mask_path} has size {mask.shape[1]}x{mask.shape[0]} but image "
             f"{image_path} has size {image.shape[1]}x{image.shape[0]}")
 

@@ -87,6 +87,10 @@ class BUSIDataset(SegmentationSource):
             out.append((images[stem], [p for _, p in entries], cls))
         return out
 
+    def files(self, index: int) -> tuple[str, list[str]]:
+        image_path, mask_paths, _ = self.items[index]
+        return image_path, list(mask_paths)
+
     def load(self, index: int) -> RawSample:
         image_path, mask_paths, cls = self.items[index]
         image = read_image(image_path)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .folds import kfold_indices, split_train_val
 from .registry import build_dataset, resolve_dataset_options
+from .scan import scan_source
 
 SPLITS = ("kfold", "holdout")
 
@@ -65,9 +66,13 @@ class DataConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         return self
 
-    def build_source(self):
-        """The dataset these settings name."""
-        return build_dataset(self.data, self.data_root, self.data_options)
+    def build_source(self, progress: bool | None = None):
+        """The dataset these settings name, its files scanned (:func:`scan_source`: one
+        :class:`DataError` listing every unreadable image or mask, or mask of the wrong
+        size or mode; ``progress``: the scan's progress bar, ``None``: on a terminal)."""
+        source = build_dataset(self.data, self.data_root, self.data_options)
+        scan_source(source, progress=progress)
+        return source
 
     def split_indices(self, source) -> dict[str, np.ndarray]:
         """``{"train", "val", "test"}`` sorted index arrays into ``source``."""

@@ -43,6 +43,10 @@ class FolderDataset(SegmentationSource):
         self.names = [os.path.splitext(os.path.basename(p))[0] for p, _ in self.items]
         self.labels = [""] * len(self.items)
 
+    def files(self, index: int) -> tuple[str, list[str]]:
+        ip, mp = self.items[index]
+        return ip, [mp]
+
     def load(self, index: int) -> RawSample:
         ip, mp = self.items[index]
         image, mask = read_image(ip), read_mask(mp)

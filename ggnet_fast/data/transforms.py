@@ -11,6 +11,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .base import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -75,7 +77,12 @@ class TrainingView(Dataset):
         else:
             index, aug_seed = int(key), None
         src = self.indices[index]
-        sample = self.source[src]
+        try:
+            sample = self.source[src]
+        except DataError:
+            raise
+        except (OSError, ValueError) as exc:  # one line, also from a DataLoader worker
+            raise DataError(f"sample {self.source.names[src]}: {exc}") from exc
         if aug_seed is None:
             image, mask = self.transform(sample.image, sample.mask)
         else:
