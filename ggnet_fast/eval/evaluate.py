@@ -106,11 +106,9 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "
                               f"to replace them or choose another --out")
-    run_dirs = run_folders(run_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    sources = {}  # runs of one dataset (the folds) share its source
-    rows_per_fold = []
-    for rd in run_dirs:
+    runs = []  # (run folder, its config, its DataConfig, the dataset key)
+    sources = {}  # runs of one dataset (the folds) share its source, scanned once
+    for rd in run_folders(run_dir):
         with open(os.path.join(rd, "config.json"), encoding="utf-8") as fh:
             run_cfg = json.load(fh)
         data = DataConfig.from_run_config(run_cfg)
@@ -118,7 +116,11 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
             data.data_root = data_root
         key = json.dumps([data.data, data.data_root, data.data_options], sort_keys=True)
         if key not in sources:
-            sources[key] = data.build_source()
+            sources[key] = data.build_source(progress=progress)
+        runs.append((rd, run_cfg, data, key))
+    os.makedirs(out_dir, exist_ok=True)  # the data is sound: only now is anything written
+    rows_per_fold = []
+    for rd, run_cfg, data, key in runs:
         rows_per_fold.append(_evaluate_fold(
             rd, run_cfg, data, sources[key], checkpoint=checkpoint, device=device,
             backend=backend, progress=progress, overlay_dir=os.path.join(out_dir, "overlays"),
