@@ -75,3 +75,25 @@ def test_three_fold_protocol():
     ds = BUSIDataset(ROOT)
     folds = kfold_indices(len(ds), 3, seed=42, labels=ds.labels)
     assert sorted(len(f) for f in folds) == [215, 216, 216]
+
+
+# sha256 of the sorted test-image names of each fold (3 folds, fold seed 42, the 647 lesion
+# images): the paper's splits; a change of file order, stratification or shuffle moves them
+FOLD_TEST_SHA256 = (
+    "7ac4b3ba174ec6becf7ff6b1b4a1ad8ae714ecc9a9f0e3c7dc75795b517ca4b4",
+    "92a43da9403bfc70c581493071a919aff8f82171bace38cbbd872eb843af689b",
+    "b067183339009ca0d39a84c3ce0a3ac41bd08819b700293d0441a918e003d773",
+)
+
+
+def test_fold_test_names_are_pinned():
+    import hashlib
+
+    from ggnet_fast.data import DataConfig
+
+    ds = BUSIDataset(ROOT)
+    assert ds.names[:11] == [f"benign/benign ({i})" for i in range(1, 12)]  # natural order
+    for k, expected in enumerate(FOLD_TEST_SHA256):
+        cfg = DataConfig(data="busi", data_root=ROOT, folds=3, fold=k, fold_seed=42).validate()
+        test = sorted(ds.names[i] for i in cfg.split_indices(ds)["test"])
+        assert hashlib.sha256("\n".join(test).encode()).hexdigest() == expected, f"fold {k}"

@@ -244,3 +244,19 @@ def test_worker_errors_are_the_one_line_message(tmp_path, workers):
     os.unlink(truncated)  # an OSError other than a DataError is wrapped the same way
     with pytest.raises(DataError, match=r"^sample benign/benign \(1\): image file not found"):
         next(iter(torch.utils.data.DataLoader(view, batch_size=1, num_workers=workers)))
+
+
+def test_busi_names_in_natural_order(tmp_path):
+    """BUSI files sort as 1, 2, 10 (the order the paper's folds are dealt from), not
+    lexicographically as 1, 10, 2; extra ``_mask_1`` files are masks, not images."""
+    base = tmp_path / "Dataset_BUSI_with_GT"
+    for cls in ("benign", "malignant"):
+        (base / cls).mkdir(parents=True)
+        for i in (10, 2, 1, 21, 3):
+            Image.new("L", (8, 6)).save(base / cls / f"{cls} ({i}).png")
+            Image.new("L", (8, 6)).save(base / cls / f"{cls} ({i})_mask.png")
+        Image.new("L", (8, 6)).save(base / cls / f"{cls} (10)_mask_1.png")
+    ds = BUSIDataset(str(base))
+    assert ds.names == [f"{cls}/{cls} ({i})" for cls in ("benign", "malignant")
+                        for i in (1, 2, 3, 10, 21)]
+    assert [len(m) for _, m, _ in ds.items] == [1, 1, 1, 2, 1] * 2
