@@ -130,3 +130,37 @@ def test_bad_files_refused_before_anything_is_written(trained, tmp_path):
                 "--no-crf", "--no-progress", "--device", "cpu")
     assert res.returncode == 2 and "2 of 9 images" in res.stderr, res.stderr[-3000:]
     assert "Traceback" not in res.stderr and not (tmp_path / "report").exists()
+
+
+def test_predict_folder_continues_past_unreadable_files(trained, tmp_path):
+    """Issue 13.5: every readable file is predicted, the unreadable ones are listed at the
+    end (exit 2); a rerun with --skip-existing completes the rest and touches nothing else."""
+    root, out, _ = trained
+    src = root / "data" / "Dataset_BUSI_with_GT" / "benign"
+    images = tmp_path / "scans"
+    images.mkdir()
+    for i in (1, 2, 3, 10):
+        (images / f"scan ({i}).png").write_bytes((src / f"benign ({i}).png").read_bytes())
+    good = (images / "scan (2).png").read_bytes()
+    (images / "scan (2).png").write_bytes(good[:150])      # truncated
+    (images / "scan (3).png").write_bytes(b"not an image")  # garbage
+    preds = tmp_path / "preds"
+    args = ["predict", "--checkpoint", out / "fold0" / "best.pt", "--input", images,
+            "--out", preds, "--no-crf", "--device", "cpu"]
+    res = ggnet(*args)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr and "2 of 4 inputs could not be read" in res.stderr
+    assert str(images / "scan (2).png") in res.stderr and str(images / "scan (3).png") in res.stderr
+    for kind in ("masks", "overlays"):
+        assert sorted(os.listdir(preds / kind)) == ["scan (1).png", "scan (10).png"]
+    first = {p: (preds / "masks" / p).stat().st_mtime_ns for p in os.listdir(preds / "masks")}
+    res = ggnet(*args)  # the outputs written are not replaced silently
+    assert res.returncode == 2 and "--skip-existing" in res.stderr, res.stderr[-3000:]
+    (images / "scan (2).png").write_bytes(good)
+    (images / "scan (3).png").write_bytes((src / "benign (3).png").read_bytes())
+    res = ggnet(*args, "--skip-existing")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("lesion") == 2  # only the two missing ones were predicted
+    for kind in ("masks", "overlays"):
+        assert len(os.listdir(preds / kind)) == 4
+    assert first == {p: (preds / "masks" / p).stat().st_mtime_ns for p in first}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..crf import dense_crf
-from ..data.base import is_image_file, read_image
+from ..data.base import DataError, is_image_file, read_image
 from ..data.transforms import normalize_image
 from ..fileio import load_checkpoint
 
@@ -104,25 +104,50 @@ def _outputs(out_dir: str, stem: str) -> tuple[str, str]:
             os.path.join(out_dir, "overlays", stem + ".png"))
 
 
-def refuse_existing_outputs(out_dir: str, inputs: dict[str, str], overwrite: bool) -> None:
-    """``FileExistsError`` naming the mask/overlay files of ``inputs`` already in
-    ``out_dir``, unless ``overwrite``."""
+def pending_inputs(out_dir: str, inputs: dict[str, str], *, overwrite: bool = False,
+                   skip_existing: bool = False) -> dict[str, str]:
+    """The ``inputs`` (``{stem: file}``) still to predict into ``out_dir``.
+
+    ``skip_existing``: inputs whose mask and overlay are both there already are left out
+    (a rerun completes an interrupted or partly failed one). Any other input whose mask
+    or overlay exists is refused (``FileExistsError`` naming the files) unless
+    ``overwrite``."""
+    if skip_existing and overwrite:
+        raise ValueError("--skip-existing and --overwrite exclude each other")
+    if skip_existing:
+        inputs = {stem: path for stem, path in inputs.items()
+                  if not all(os.path.exists(t) for t in _outputs(out_dir, stem))}
     existing = [t for stem in inputs for t in _outputs(out_dir, stem) if os.path.exists(t)]
     if existing and not overwrite:
         more = f" (and {len(existing) - 3} more)" if len(existing) > 3 else ""
-        raise FileExistsError(f"{', '.join(existing[:3])}{more} already exist; pass --overwrite "
-                              f"to replace them or choose another --out")
+        raise FileExistsError(f"{', '.join(existing[:3])}{more} already exist; pass "
+                              f"--skip-existing to predict only the inputs without outputs, "
+                              f"--overwrite to replace them, or choose another --out")
+    return inputs
 
 
 def predict_to_folder(predictor: Predictor, inputs: dict[str, str], out_dir: str):
     """Write ``out_dir/masks/<stem>.png`` (0/255) and ``out_dir/overlays/<stem>.png`` for
-    each of ``inputs`` (``{stem: file}``); yields ``(file, mask file, lesion fraction)``."""
+    each of ``inputs`` (``{stem: file}``); yields ``(file, mask file, lesion fraction)``.
+
+    An input that cannot be read is skipped and the others are predicted; at the end one
+    :class:`~ggnet_fast.data.base.DataError` lists every unreadable input."""
     from .overlay import save_mask, save_overlay
 
+    unreadable = []
     for stem, path in inputs.items():
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except (OSError, ValueError) as exc:  # DataError, FileNotFoundError
+            unreadable.append(str(exc))
+            continue
         _prob, mask = predictor.predict([image])[0]
         mask_path, overlay_path = _outputs(out_dir, stem)
         save_mask(mask_path, mask)
         save_overlay(overlay_path, image, None, mask)
         yield path, mask_path, float(mask.mean())
+    if unreadable:
+        raise DataError(
+            f"{len(unreadable)} of {len(inputs)} inputs could not be read (the other "
+            f"{len(inputs) - len(unreadable)} were written to {out_dir}; rerun with "
+            f"--skip-existing once they are fixed):\n  " + "\n  ".join(unreadable))
