@@ -273,12 +273,13 @@ def _device(name):
 def cmd_predict(args) -> int:
     from .crf import parse_crf_params
     from .eval import Predictor, load_model
-    from .eval.predict import input_images, predict_to_folder, refuse_existing_outputs
+    from .eval.predict import input_images, pending_inputs, predict_to_folder
 
     crf_params = parse_crf_params(args.crf_param)
     device = _device(args.device)
     inputs = input_images(args.input)
-    refuse_existing_outputs(args.out, inputs, args.overwrite)
+    inputs = pending_inputs(args.out, inputs, overwrite=args.overwrite,
+                            skip_existing=args.skip_existing)
     model, cfg = load_model(args.checkpoint, device, backend=args.backend)
     if args.crf:
         from .crf import crf_available
@@ -386,6 +387,9 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image-size", type=int, help="network input side (default: as trained)")
     _add_inference_args(p, "replace masks/overlays of the same names already in --out")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="predict only the inputs whose mask and overlay are not in --out yet "
+                        "(completes a run that stopped or met unreadable files)")
     p.set_defaults(func=cmd_predict)
 
 
