@@ -66,6 +66,12 @@ def eager_spatial(theta, phi, eta, rho, mu):
     return torch.softmax(sx * sg, dim=-1) @ mu
 
 
+def eager_joint(theta, phi, eta, rho, mu):
+    """The joint softmax as a user writes it: ``softmax(a + b) @ mu`` (input dtype)."""
+    scores = theta @ phi.transpose(-1, -2) + eta @ rho.transpose(-1, -2)
+    return torch.softmax(scores, dim=-1) @ mu
+
+
 def eager_channel(y, g):
     sz = torch.softmax(y @ y.transpose(-1, -2), dim=-1)
     sg = torch.softmax(g @ g.transpose(-1, -2), dim=-1)

@@ -6,10 +6,13 @@ released code's eager formula ("eager") and the same under torch.compile ("compi
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 import harness
+from ggnet_fast import guided_spatial_attention
 from ggnet_fast.ops import spatial_flops
 
 DEV = harness.device()
@@ -76,6 +79,39 @@ def test_spatial(benchmark, provider, side, dims, mode):
     _info(benchmark, op="spatial", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c, mode=mode,
           peak_extra_bytes=peak,
           flops=spatial_flops(BATCH, n, d, dg, c, backward))
+    _run(benchmark, step, rounds=5 if ON_GPU else 2)
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
+@pytest.mark.parametrize("provider", ["sdpa", "reference", "eager", "compile"])
+def test_spatial_joint(benchmark, provider, side, mode):
+    """``combine="joint"`` (softmax(a + b) @ mu): the sdpa backend (PyTorch's fused
+    attention over [theta, eta] . [phi, rho]) against the materialising compositions."""
+    n = side * side
+    d, dg, c = SPATIAL_DIMS[-1]
+    backward = mode != "forward"
+    if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
+        pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
+    inputs = _spatial_inputs(n, d, dg, c, backward)
+    if provider == "eager":
+        fn = harness.eager_joint
+    elif provider == "compile":
+        fn = harness.compiled(harness.eager_joint)
+    else:
+        fn = functools.partial(guided_spatial_attention, combine="joint", backend=provider)
+    grad_out = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
+
+    def step():
+        out = fn(*inputs)
+        if backward:
+            torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
+        return out
+
+    step()
+    peak = harness.peak_extra_bytes(step, DEV)
+    _info(benchmark, op="spatial-joint", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c,
+          mode=mode, peak_extra_bytes=peak)
     _run(benchmark, step, rounds=5 if ON_GPU else 2)
 
 

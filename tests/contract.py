@@ -22,6 +22,7 @@ DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 DTYPE_IDS = {torch.float64: "f64", torch.float32: "f32", torch.float16: "f16",
              torch.bfloat16: "bf16"}
 COMBINES = ("product", "matmul")
+SPATIAL_COMBINES = (*COMBINES, "joint")
 CHANNEL_MODES = list(itertools.product(COMBINES, (None, "max-minus"), (None, 0.05)))
 
 # (B, N, d, dg, C): odd sizes, no tile multiple, batch > 1; small, for the Triton interpreter.
@@ -65,7 +66,16 @@ BASELINES = {
 }
 
 
-def tolerance(backend: str, op: str, dtype: torch.dtype) -> tuple[float, float]:
+#: The joint softmax (sdpa backend) computes in the input dtype with PyTorch's attention
+#: kernels, like any bf16 attention: its bf16 gradients measured 0.6-1.15e-2 against
+#: float64 (2026-11-30, 5 seeds at N = 63); the contract for it is stated here.
+JOINT_TOL = {torch.bfloat16: (1e-2, 2.5e-2)}
+
+
+def tolerance(backend: str, op: str, dtype: torch.dtype,
+              combine: str | None = None) -> tuple[float, float]:
+    if combine == "joint" and dtype in JOINT_TOL:
+        return JOINT_TOL[dtype]
     return MEASURED_TOL.get((backend, op, dtype), CONTRACT_TOL[(op, dtype)])
 
 

@@ -23,6 +23,11 @@ def softmax_backward(s: np.ndarray, ds: np.ndarray) -> np.ndarray:
 def spatial_forward_backward(theta, phi, eta, rho, mu, dout, combine="product"):
     """Returns (o [N,C], grads dict) for one batch element."""
     a, b = theta @ phi.T, eta @ rho.T
+    if combine == "joint":  # W = softmax(a + b), o = W mu
+        w = softmax(a + b)
+        dz = softmax_backward(w, dout @ mu.T)
+        return w @ mu, {"theta": dz @ phi, "phi": dz.T @ theta, "eta": dz @ rho,
+                        "rho": dz.T @ eta, "mu": w.T @ dout}
     sx, sg = softmax(a), softmax(b)
     p = sx * sg if combine == "product" else sx @ sg
     s = softmax(p)

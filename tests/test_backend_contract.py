@@ -83,7 +83,7 @@ def test_implements_the_backend_protocol_with_its_defaults(name):
 @backends
 @devices
 @dtypes
-@pytest.mark.parametrize("combine", C.COMBINES)
+@pytest.mark.parametrize("combine", C.SPATIAL_COMBINES)
 @pytest.mark.parametrize("shape", C.SPATIAL_SIZES, ids=lambda s: "N%d" % s[1])
 def test_spatial_forward_and_gradients_match_float64(seed, name, device, dtype, combine, shape):
     impl = backend_on(name, device)
@@ -105,7 +105,7 @@ def test_spatial_forward_and_gradients_match_float64(seed, name, device, dtype, 
     mean_mu = inputs[4].double().cpu().mean(dim=1, keepdim=True)
     assert (ref_out.cpu() - mean_mu).abs().max() > 1e-5  # the modulation is really there
     C.assert_matches_float64(out, grads, ref_out, ref_grads, inputs, mean_mu,
-                             C.tolerance(name, "spatial", dtype), C.SPATIAL_NAMES,
+                             C.tolerance(name, "spatial", dtype, combine), C.SPATIAL_NAMES,
                              f"{name} {device} {dtype} {combine} seed={seed}")
 
 

@@ -25,7 +25,7 @@ def numpy_spatial(tensors, dout, combine):
     return np.stack(outs), {k: np.stack(v) for k, v in grads.items()}
 
 
-@pytest.mark.parametrize("combine", ["product", "matmul"])
+@pytest.mark.parametrize("combine", ["product", "matmul", "joint"])
 @pytest.mark.parametrize("n,d,dg,c", [(7 * 9, 5, 3, 6), (23 * 17, 12, 7, 10)])
 def test_spatial_matches_numpy_forward_and_gradients(seed, combine, n, d, dg, c):
     inputs = spatial_inputs((3, n, d, dg, c), torch.float64, scale=1.0, requires_grad=True)
@@ -65,7 +65,7 @@ def test_channel_matches_numpy_forward_and_gradients(seed, combine, stabilize, s
         assert rel_err(g.grad[i].numpy(), grads["g"]) < 1e-9, f"dg seed={seed}"
 
 
-@pytest.mark.parametrize("combine", ["product", "matmul"])
+@pytest.mark.parametrize("combine", ["product", "matmul", "joint"])
 def test_spatial_gradcheck_float64(seed, combine):
     inputs = spatial_inputs((2, 3 * 5, 4, 3, 5), torch.float64, scale=1.0, requires_grad=True)
     assert torch.autograd.gradcheck(

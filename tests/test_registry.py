@@ -27,7 +27,12 @@ def test_auto_picks_the_first_backend_that_can_run(monkeypatch):
     order = auto_order("cpu")
     assert order.index("cpu") < order.index("reference")
     assert "eager" not in order and "triton" not in auto_order("cpu")
-    assert auto_order("cuda")[0] == "triton"
+    # sdpa runs only combine="joint", so the product operator's first choice on CUDA is triton.
+    assert auto_order("cuda")[:2] == ["sdpa", "triton"]
+    with record_dispatch() as calls:
+        guided_spatial_attention(*inputs(), combine="joint")
+        guided_spatial_attention(*inputs())
+    assert calls == [("spatial", "sdpa"), ("spatial", "cpu")]
 
 
 def test_environment_variable_overrides_auto(monkeypatch):

@@ -23,6 +23,9 @@ def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
     """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C]."""
     sx = torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
     sg = torch.softmax(eta @ rho.transpose(-1, -2), dim=-1)
+    if combine == "joint":  # the plain composition a user would write
+        scores = theta @ phi.transpose(-1, -2) + eta @ rho.transpose(-1, -2)
+        return (torch.softmax(scores, dim=-1) @ mu).to(out_dtype or mu.dtype)
     combined = sx * sg if combine == "product" else sx @ sg
     return (torch.softmax(combined, dim=-1) @ mu).to(out_dtype or mu.dtype)
 

@@ -48,6 +48,8 @@ def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
         t, p, e, r, m = (x.to(ct) for x in (theta, phi, eta, rho, mu))
         a = t @ p.transpose(-1, -2)
         b = e @ r.transpose(-1, -2)
+        if combine == "joint":  # softmax_j(a + b) = Sx * Sg renormalised: no outer softmax
+            return ((a + b).softmax(-1) @ m).to(out_dtype or theta.dtype)
         if combine == "product":
             # p_ij = Sx_ij * Sg_ij computed in the log domain: no underflow to 0 * inf.
             log_p = (a - a.logsumexp(-1, keepdim=True)) + (b - b.logsumexp(-1, keepdim=True))

@@ -28,6 +28,8 @@ class VariantSpec:
     side_bd: side outputs with BD modules on the four CNN layers.
     output_bd: BD on the final output: ``True``, ``False`` or ``"preset"`` (``bd_on_output``).
     boundary_supervision: return the boundary maps (so the loss supervises them).
+    options: model options the variant implies, applied over the preset's (explicit
+        overrides still win), e.g. ``{"spatial_combine": "joint"}``.
     """
 
     spatial: str | None
@@ -36,6 +38,7 @@ class VariantSpec:
     output_bd: bool | str = False
     boundary_supervision: bool = True
     description: str = ""
+    options: dict = field(default_factory=dict)
 
 
 VARIANT_SPECS: dict[str, VariantSpec] = {
@@ -55,11 +58,14 @@ VARIANT_SPECS: dict[str, VariantSpec] = {
         description="BD without boundary loss (Table 3, Ours-ADS)"),
     "gap": VariantSpec("gap", "guided", side_bd=True, output_bd="preset",
                        description="full, spatial GGB replaced by mean pooling of mu (ours)"),
+    "joint": VariantSpec("guided", "guided", side_bd=True, output_bd="preset",
+                         options={"spatial_combine": "joint"},
+                         description="full, spatial GGB with the joint softmax(a + b) (ours)"),
 }
 VARIANTS = tuple(VARIANT_SPECS)
 
 _CHOICES = {
-    "spatial_combine": ("product", "matmul"),
+    "spatial_combine": ("product", "matmul", "joint"),
     "channel_combine": ("product", "matmul"),
     "channel_stabilize": (None, "max-minus"),
     "residual": ("learnable", "fixed"),
@@ -148,8 +154,9 @@ def resolve_config(preset: str = "paper", variant: str = "full",
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"unknown GG-Net option(s) {unknown}; known: {sorted(known)}")
-    values = {**PRESET_OPTIONS[preset], "preset": preset, "variant": variant, "backbone": backbone,
-              "backend": backend}
+    implied = VARIANT_SPECS[variant].options if variant in VARIANT_SPECS else {}
+    values = {**PRESET_OPTIONS[preset], **implied, "preset": preset, "variant": variant,
+              "backbone": backbone, "backend": backend}
     if ggb_stride is not None:
         values["ggb_stride"] = ggb_stride
     values.update(overrides)

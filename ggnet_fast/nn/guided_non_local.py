@@ -21,7 +21,9 @@ class GuidedNonLocal(nn.Module):
         guide_channels: channels of the guidance map (default ``in_channels``).
         key_channels: d of theta/phi (default ``in_channels``, as released).
         guide_key_channels: dg of eta/rho (default ``guide_channels``, as released).
-        combine: ``"product"`` (paper) or ``"matmul"`` (released code, O(N^3)).
+        combine: ``"product"`` (paper), ``"matmul"`` (released code, O(N^3)) or ``"joint"``
+            (``softmax(a + b)``: the product of the two maps renormalised, run by PyTorch's
+            fused attention; docs/kernels.md).
         residual: ``"learnable"`` (gamma initialised to 0, released) or ``"fixed"`` (gamma = 1, paper).
         resize_guide: resize a guidance map of another spatial size bilinearly.
         key_bias: give the key projections phi and rho a bias (default ``True``, as

@@ -17,6 +17,8 @@ from ..backends import registry
 from ._checks import check_choice, check_dim, check_same, check_tensor, resolve_out_dtype
 
 COMBINE_MODES = ("product", "matmul")
+#: The spatial operator also has the joint softmax (docs/kernels.md, "Joint softmax").
+SPATIAL_COMBINE_MODES = (*COMBINE_MODES, "joint")
 STABILIZE_MODES = (None, "max-minus")
 
 
@@ -38,7 +40,10 @@ def guided_spatial_attention(
         eta, rho:   ``[B, N, dg]`` query/key projections of the guidance map G.
         mu:         ``[B, N, C]`` value projection of X.
         combine:    ``"product"`` (the paper): ``p = softmax(theta phi^T) * softmax(eta rho^T)``;
-                    ``"matmul"`` (the released code): ``p = softmax(theta phi^T) @ softmax(eta rho^T)``.
+                    ``"matmul"`` (the released code): ``p = softmax(theta phi^T) @ softmax(eta rho^T)``;
+                    ``"joint"``: ``o = softmax(theta phi^T + eta rho^T) @ mu``, the product
+                    ``Sx * Sg`` renormalised over j (ordinary attention over the
+                    concatenated projections, scale 1; not the paper's Eq. 3).
         out_dtype:  ``None`` for the input dtype, or ``torch.float32`` to keep the small
                     attention modulation of half-precision inputs.
         backend:    ``"auto"`` (fastest available; ``GGNET_BACKEND`` overrides) or a name
@@ -46,7 +51,8 @@ def guided_spatial_attention(
 
     Returns:
         ``o = softmax_j(p) @ mu``, ``[B, N, C]``.  Every outer weight lies within a factor
-        e of 1/N, so ``o`` is ``mean_j(mu)`` plus a modulation of order ``(e-1)/N``.
+        e of 1/N, so ``o`` is ``mean_j(mu)`` plus a modulation of order ``(e-1)/N``
+        (``"joint"`` has no outer softmax: its weights can be as peaked as the scores).
     """
     layout_k, layout_g, layout_v = "[B, N, d]", "[B, N, dg]", "[B, N, C]"
     check_tensor("theta", theta, 3, layout_k)
@@ -66,7 +72,7 @@ def guided_spatial_attention(
     if rho.shape != eta.shape:
         raise ValueError(f"rho must have the shape of eta {tuple(eta.shape)} = [B, N, dg], "
                          f"got {tuple(rho.shape)}")
-    check_choice("combine", combine, COMBINE_MODES)
+    check_choice("combine", combine, SPATIAL_COMBINE_MODES)
     out_dtype = resolve_out_dtype(out_dtype, theta.dtype)
     options = {"combine": combine, "out_dtype": out_dtype,
                "shape": {"B": batch, "N": n, "d": d, "dg": eta.shape[2], "C": mu.shape[2]}}
