@@ -46,23 +46,34 @@ def _check_pair(name: str, pred, target) -> None:
                          "have shape [B, 1, H, W]")
 
 
+DICE_FORMS = ("standard", "released")
+
+
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, squared: bool = False,
-              smooth: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss of ``sigmoid(logits)``, per image then averaged.  [B,1,H,W] x2 -> scalar."""
+              smooth: float = 1.0, form: str = "standard") -> torch.Tensor:
+    """Soft Dice loss of ``sigmoid(logits)``, per image then averaged.  [B,1,H,W] x2 -> scalar.
+
+    ``form="standard"``: ``1 - (2 I + s) / (D + s)``; ``form="released"`` (the authors'
+    train.py): ``1 - 2 (I + s) / (D + s)``, which on an empty mask with a near-empty
+    prediction is -1 instead of 0 (I = intersection, D = the denominator sums)."""
     _check_pair("logits", logits, target)
     if not smooth > 0:
         raise ValueError(f"smooth must be > 0 (it keeps empty masks finite), got {smooth}")
+    if form not in DICE_FORMS:
+        raise ValueError(f"form must be one of {list(DICE_FORMS)}, got {form!r}")
     p = torch.sigmoid(_compute(logits)).flatten(1)
     g = target.to(p.dtype).flatten(1)
     inter = (p * g).sum(1)
     denom = (p * p).sum(1) + (g * g).sum(1) if squared else p.sum(1) + g.sum(1)
-    return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
+    numer = 2.0 * (inter + smooth) if form == "released" else 2.0 * inter + smooth
+    return (1.0 - numer / (denom + smooth)).mean()
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, *, squared: bool = False,
-                  smooth: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  smooth: float = 1.0,
+                  form: str = "standard") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dice + bce, dice, bce)`` for ``[B, 1, H, W]`` logits and masks."""
-    dice = dice_loss(logits, target, squared=squared, smooth=smooth)
+    dice = dice_loss(logits, target, squared=squared, smooth=smooth, form=form)
     x = _compute(logits)
     bce = F.binary_cross_entropy_with_logits(x, target.to(x.dtype))
     return dice + bce, dice, bce
@@ -118,7 +129,7 @@ class GGNetLoss(nn.Module):
             override single entries: ``lambda_seg`` (side segmentation terms),
             ``lambda_boundary`` (boundary terms), ``lambda_final`` (final segmentation),
             ``boundary_target`` (``"canny"`` / ``"morphological"``), ``dice_squared``,
-            ``smooth``.
+            ``smooth``, ``dice_form`` (``"standard"`` / ``"released"``, :func:`dice_loss`).
 
     ``loss(out, masks, boundary_targets=None) -> total``: ``out`` is a ``GGNetOutput``
     (or a bare logits tensor), ``masks`` float ``[B, 1, H, W]`` in {0, 1};
@@ -145,6 +156,9 @@ class GGNetLoss(nn.Module):
                 raise ValueError(f"{name} must be a number >= 0, got {opts[name]!r}")
         if not opts["smooth"] > 0:
             raise ValueError(f"smooth must be > 0, got {opts['smooth']}")
+        if opts["dice_form"] not in DICE_FORMS:
+            raise ValueError(f"dice_form must be one of {list(DICE_FORMS)}, "
+                             f"got {opts['dice_form']!r}")
         self.preset = preset
         self.options = opts
 
@@ -160,7 +174,8 @@ class GGNetLoss(nn.Module):
         sides = () if isinstance(out, torch.Tensor) else tuple(out.side_logits)
         edges = () if isinstance(out, torch.Tensor) else tuple(out.boundaries)
         _check_pair("logits", logits, masks)
-        seg = lambda x: dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"])
+        seg = lambda x: dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"],
+                                      form=o["dice_form"])
         seg_final, dice_final, bce_final = seg(logits)
         zero = seg_final.new_zeros(())
         seg_sides = sum((seg(s)[0] for s in sides), zero)

@@ -71,6 +71,8 @@ _CHOICES = {
     "residual": ("learnable", "fixed"),
     "boundary_form": BOUNDARY_FORMS,
     "gram_normalization": ("none", "positions"),
+    "ggb_init": ("pytorch", "kaiming"),
+    "side_resize": ("direct", "stride4"),
 }
 
 
@@ -95,6 +97,8 @@ class GGNetConfig:
     guide_key_channels: int | None = None
     se_reduction: int = 2
     gram_normalization: str = "none"
+    ggb_init: str = "pytorch"
+    side_resize: str = "direct"
     aspp_channels: int = 256
     aspp_dilations: list = field(default_factory=lambda: [6, 12, 18])
     reduced_channels: int = 128

@@ -128,14 +128,20 @@ class GGNet(nn.Module):
         self.bd = (BoundaryDetection(config.boundary_form)
                    if spec.side_bd or config.output_bd else None)
         self._init_weights([self.aspp, self.low_level, self.decoder])
+        if config.ggb_init == "kaiming":
+            # The released Decoder._init_weight() runs after its guidance block is built:
+            # every conv of the block and the guidance map's last 1x1 conv get
+            # kaiming_normal_ weights (biases keep PyTorch's default initialisation).
+            roots = [self.ggb, self.guidance.fuse[-1] if self.guidance is not None else None]
+            self._init_weights([r for r in roots if r is not None], zero_bias=False)
 
     @staticmethod
-    def _init_weights(modules) -> None:
+    def _init_weights(modules, zero_bias: bool = True) -> None:
         for root in modules:
             for m in root.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                    if m.bias is not None:
+                    if m.bias is not None and zero_bias:
                         nn.init.zeros_(m.bias)
 
     @property
@@ -179,8 +185,14 @@ class GGNet(nn.Module):
             return logits
         sides, boundaries = [], []
         if self.side_heads is not None:
+            # released: every side map goes to layer-1 size first (daf_ds.py), then to the
+            # input size; 1x1 heads commute with bilinear resizing, two resizes do not
+            via = stages[1].shape[-2:] if self._config.side_resize == "stride4" else None
             for head, r in zip(self.side_heads, reduced):
-                side, edge = self.bd(_resize(head(r), size))
+                side_logits = head(r)
+                if via is not None and side_logits.shape[-2:] != via:
+                    side_logits = _resize(side_logits, via)
+                side, edge = self.bd(_resize(side_logits, size))
                 sides.append(side)
                 boundaries.append(edge)
         if final_edge is not None:

@@ -32,10 +32,13 @@ PRESET_TABLE: dict[str, Preset] = {
             "use_se": True,                  # SE on the guidance, Eq. 4-5
             "boundary_form": "paper",        # E = F - maxpool(F)
             "bd_on_output": False,           # BD modules on the four CNN layers only
+            "ggb_init": "pytorch",           # PyTorch's default init of the GGB convs
+            "side_resize": "direct",         # side logits resized once to the input size
         },
         # Eq. 6-9: lambda_1 = 1, lambda_2 = 10, Canny target, squared Dice denominator
         loss={"lambda_seg": 1.0, "lambda_boundary": 10.0, "lambda_final": 1.0,
-              "boundary_target": "canny", "dice_squared": True, "smooth": 1.0},
+              "boundary_target": "canny", "dice_squared": True, "smooth": 1.0,
+              "dice_form": "standard"},     # (2 I + s) / (D + s): 0 loss on a correct empty mask
         # SGD, lr x0.1 every 50 epochs, 100 epochs, validation each epoch, no early stop
         schedule={"schedule": "epochs", "epochs": 100, "lr_step_epochs": 50,
                   "bias_lr_mult": 1.0, "early_stop_patience": 0}),
@@ -50,10 +53,13 @@ PRESET_TABLE: dict[str, Preset] = {
             "use_se": False,                 # SE built but switched off in the decoder
             "boundary_form": "released",     # E = |F - maxpool(F)|
             "bd_on_output": True,            # BD on the four side outputs and the final output
+            "ggb_init": "kaiming",           # Decoder._init_weight() re-initialises the GGB
+            "side_resize": "stride4",        # daf_ds.py: to layer-1 size, then to the input
         },
         # train.py: every term weighted 1, morphological target, plain Dice sums, smooth 1e-5
         loss={"lambda_seg": 1.0, "lambda_boundary": 1.0, "lambda_final": 1.0,
-              "boundary_target": "morphological", "dice_squared": False, "smooth": 1e-5},
+              "boundary_target": "morphological", "dice_squared": False, "smooth": 1e-5,
+              "dice_form": "released"},     # train.py: 2 (I + s) / (D + s)
         # same SGD with 2x lr for biases, lr x0.1 at 6,700 of 13,400 iterations, early
         # stopping after 30 validations without a better validation Dice
         schedule={"schedule": "iterations", "iterations": 13400, "lr_step_iters": 6700,
