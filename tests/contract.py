@@ -72,10 +72,18 @@ BASELINES = {
 JOINT_TOL = {torch.bfloat16: (1e-2, 2.5e-2)}
 
 
-def tolerance(backend: str, op: str, dtype: torch.dtype,
-              combine: str | None = None) -> tuple[float, float]:
+#: Triton runs float32 inputs on TF32 tensor cores on a GPU (docs/triton.md, "float32
+#: policy": IEEE tiles spill, 3xTF32 does not fit); its float64 model measured delta
+#: 1.2e-3 and gradients 3.0-4.7e-3 at N = 64x64.  The interpreter computes exactly.
+TF32_TOL = (1e-2, 1e-2)
+
+
+def tolerance(backend: str, op: str, dtype: torch.dtype, combine: str | None = None,
+              device: str = "cpu") -> tuple[float, float]:
     if combine == "joint" and dtype in JOINT_TOL:
         return JOINT_TOL[dtype]
+    if backend == "triton" and device == "cuda" and dtype == torch.float32:
+        return TF32_TOL
     return MEASURED_TOL.get((backend, op, dtype), CONTRACT_TOL[(op, dtype)])
 
 

@@ -105,7 +105,7 @@ def test_spatial_forward_and_gradients_match_float64(seed, name, device, dtype, 
     mean_mu = inputs[4].double().cpu().mean(dim=1, keepdim=True)
     assert (ref_out.cpu() - mean_mu).abs().max() > 1e-5  # the modulation is really there
     C.assert_matches_float64(out, grads, ref_out, ref_grads, inputs, mean_mu,
-                             C.tolerance(name, "spatial", dtype, combine), C.SPATIAL_NAMES,
+                             C.tolerance(name, "spatial", dtype, combine, device), C.SPATIAL_NAMES,
                              f"{name} {device} {dtype} {combine} seed={seed}")
 
 
@@ -136,7 +136,7 @@ def test_channel_forward_and_gradients_match_float64(seed, name, device, dtype, 
     ref_out, ref_grads = C.channel_reference(inputs, dout, **modes)
     mean_y = inputs[0].double().cpu().mean(dim=1, keepdim=True)
     C.assert_matches_float64(out, grads, ref_out, ref_grads, inputs, mean_y,
-                             C.tolerance(name, "channel", dtype), C.CHANNEL_NAMES,
+                             C.tolerance(name, "channel", dtype, device=device), C.CHANNEL_NAMES,
                              f"{name} {device} {dtype} {mode} seed={seed}")
 
 
