@@ -166,9 +166,10 @@ def test_missing_tensorboard_warns(tmp_path, monkeypatch):
 
 def test_checkpoint_contents_and_weights_only_load(uninterrupted):
     ck = torch.load(os.path.join(uninterrupted, "last.pt"), weights_only=True)
-    assert {"model", "model_config", "optimizer", "scheduler", "scaler", "rng", "progress",
+    assert {"model", "model_config", "optimizer", "scheduler", "scaler", "progress",
             "config"} <= set(ck)
-    assert set(ck["rng"]) == {"torch", "cuda", "numpy", "python"}
+    # no RNG state: each step reseeds, so the SIGKILL resume test is bit-exact without one
+    assert "rng" not in ck
     assert ck["model_config"]["backbone"] == "resnet18"
     best = torch.load(os.path.join(uninterrupted, "best.pt"), weights_only=True)
     assert "model" in best and "optimizer" not in best

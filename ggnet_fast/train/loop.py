@@ -5,7 +5,9 @@ TensorBoard logs, atomic resumable checkpoints, DDP under ``torchrun``.
 Exact resume: every training step re-seeds the global torch RNG from (seed, rank, step),
 augmentation is seeded per (seed, epoch, sample), the sampler skips the samples already
 seen in the current epoch, and the checkpoint holds model, optimizer, scheduler, grad
-scaler, RNG states and the position; a run killed at any point and resumed from its last
+scaler and the position (no RNG state: nothing draws from the global RNGs between the
+per-step reseeds, so restoring them could not change a result; checkpoints of older
+versions that hold one load as before); a run killed at any point and resumed from its last
 checkpoint therefore ends with the same weights as an uninterrupted run (bit for bit on
 a deterministic CPU).
 """
@@ -31,7 +33,6 @@ from .config import TrainConfig
 from .distributed import all_reduce_mean, barrier, broadcast_flag, setup_distributed
 from .logger import RunLogger
 from .progress import Progress
-from .rng import rng_state, set_rng_state
 from .runs import check_resume_config, check_run_dir, prepare_run_dir
 from .sampler import ResumableSampler
 from .schedule import Schedule, build_optimizer
@@ -152,7 +153,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
             "progress": self.progress.to_dict(running_loss),
             "config": self.cfg.run_dict(),
         }
@@ -169,7 +169,6 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng"])
         self.progress = Progress.from_dict(ck["progress"])
 
     def save_checkpoint(self, name: str = "last.pt") -> None:
