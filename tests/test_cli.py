@@ -25,6 +25,16 @@ def test_help(cmd, capsys):
             assert sub in text
 
 
+def test_every_flag_has_help():
+    """Issue 13.10: every option of every sub-command explains itself in --help."""
+    import argparse
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
+               for name, parser in sub.choices.items() for a in parser._actions
+               if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not missing, missing
+
+
 def test_train_resume_eval_predict(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", *TINY, "--out", run, "--max-steps", "2"]) == 0

@@ -164,6 +164,23 @@ def test_missing_tensorboard_warns(tmp_path, monkeypatch):
     assert t.logger.tb is None
 
 
+def test_tensorboard_default_is_silent_when_not_installed(tmp_path, monkeypatch, recwarn):
+    """Issue 13.10: the default (tensorboard=None) logs to TensorBoard only when it is
+    installed, without a warning on every run."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
+    t = Trainer(tiny_config(tmp_path / "r", tensorboard=None))
+    assert t.logger.tb is None
+    assert not [w for w in recwarn if "TensorBoard" in str(w.message)]
+
+
+def test_a_failed_setup_creates_no_run_folder(tmp_path):
+    """Issue 13.9: the run folder is created only once data and model are set up."""
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Trainer(tiny_config(out, batch_size=64))
+    assert not out.exists()
+
+
 def test_checkpoint_contents_and_weights_only_load(uninterrupted):
     ck = torch.load(os.path.join(uninterrupted, "last.pt"), weights_only=True)
     assert {"model", "model_config", "optimizer", "scheduler", "scaler", "progress",
@@ -194,9 +211,14 @@ def test_refuses_non_empty_run_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.pt"):
         Trainer(tiny_config(out, iterations=1), resume=True)
     (out / "last.pt").write_text("old")
+    (out / "eval_crf").mkdir()
+    (out / "eval_crf" / "metrics.md").write_text("the old model's numbers")
+    (out / ".tmp_x1last.pt").write_bytes(b"\0" * 100)  # left by a kill during a write
     t = Trainer(tiny_config(out, iterations=1), overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"   # user's file kept
     assert not (out / "last.pt").exists()              # our stale artifact removed
+    assert not (out / "eval_crf").exists()             # so is the old model's report
+    assert not (out / ".tmp_x1last.pt").exists()
     assert t.schedule.total_steps == 1
 
 

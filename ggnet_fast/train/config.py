@@ -121,9 +121,8 @@ class TrainConfig(DataConfig):
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """From a saved configuration (one written before the dataset registry too; the
-        :data:`INVOCATION_FIELDS` older runs saved are dropped)."""
-        d = {k: v for k, v in migrate_legacy_keys(d).items() if k not in INVOCATION_FIELDS}
+        """From a configuration dict (one written before the dataset registry too)."""
+        d = migrate_legacy_keys(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -134,6 +133,13 @@ class TrainConfig(DataConfig):
         atomic_write_text(path, json.dumps(self.run_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
+    def from_saved(cls, d: dict) -> "TrainConfig":
+        """From a saved run configuration: :meth:`from_dict` without the
+        :data:`INVOCATION_FIELDS` that older runs saved."""
+        return cls.from_dict({k: v for k, v in d.items() if k not in INVOCATION_FIELDS})
+
+    @classmethod
     def load(cls, path: str) -> "TrainConfig":
+        """From a ``config.json`` (:meth:`from_saved`)."""
         with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+            return cls.from_saved(json.load(fh))

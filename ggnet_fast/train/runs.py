@@ -159,7 +159,8 @@ def resume_runs(root: str, operational: dict, settings: dict | None = None,
         saved = read_json(path)
         if not isinstance(saved, dict):
             raise ValueError(f"{path} is not a readable run configuration")
-        cfg = TrainConfig.from_dict(saved)
+        cfg = TrainConfig.from_saved(saved)
+        cfg.out_dir = run_dir  # where the run is now, even if it was moved
         _apply(cfg, settings or {})
         check_resume_config(saved, cfg.validate())
         for key in operational:
