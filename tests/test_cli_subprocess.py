@@ -125,6 +125,8 @@ def test_resume_refuses_changed_settings_then_finishes(run, tmp_path):
     before = (r / "last.pt").read_bytes()
     assert_user_error(ggnet("train", "--resume", "--out", r, "--lr", "0.5"),
                       "lr: saved 0.01, now 0.5")
+    assert_user_error(ggnet("train", "--resume", "--out", r, "--data", "busi"),
+                      "data: saved 'folder', now 'busi'")
     assert_user_error(ggnet("train", "--resume", "--out", r, "--image-size", "96",
                             "--batch-size", "2"),
                       "image_size: saved 64, now 96", "batch_size: saved 4, now 2")
@@ -193,6 +195,11 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(data, tmp_path):
     ck = torch.load(out / "last.pt", weights_only=True)
     assert summary["interrupted"] and 1 <= ck["progress"]["global_step"] < 400
     assert ck["progress"]["global_step"] == summary["global_step"]
+    # the printed command continues the run
+    step = summary["global_step"]
+    res = ggnet("train", "--resume", "--out", out, "--max-steps", step + 1, "--no-progress")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["global_step"] == step + 1
 
 
 def test_compare_subcommand(tmp_path):

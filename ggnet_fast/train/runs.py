@@ -28,7 +28,10 @@ def _comparable(d: dict) -> dict:
     data root absolute, so that equal settings compare equal."""
     d = migrate_legacy_keys(d)
     if "data" in d:
-        d["data_options"] = resolve_dataset_options(d["data"], d.get("data_options") or {})
+        try:
+            d["data_options"] = resolve_dataset_options(d["data"], d.get("data_options") or {})
+        except (TypeError, ValueError):
+            pass  # options of another dataset: they differ, and are reported as they are
     if d.get("data_root"):
         d["data_root"] = os.path.abspath(os.path.expanduser(d["data_root"]))
     return d
@@ -162,7 +165,8 @@ def resume_runs(root: str, operational: dict, settings: dict | None = None,
         cfg = TrainConfig.from_saved(saved)
         cfg.out_dir = run_dir  # where the run is now, even if it was moved
         _apply(cfg, settings or {})
-        check_resume_config(saved, cfg.validate())
+        check_resume_config(saved, cfg)
+        cfg.validate()
         for key in operational:
             if key not in OPERATIONAL_FIELDS:
                 raise ValueError(f"{key} cannot change on resume (only {OPERATIONAL_FIELDS})")
