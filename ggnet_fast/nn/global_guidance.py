@@ -53,7 +53,8 @@ class GlobalGuidanceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.in_channels)
-        check_feature_map("guide", guide, self.guide_channels)
+        if guide is not None:  # None: unguided ablation blocks
+            check_feature_map("guide", guide, self.guide_channels)
         if self.spatial is not None:
             x = self.spatial(x, guide)
         x = self.spatial_conv(x)
