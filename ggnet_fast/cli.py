@@ -352,7 +352,9 @@ def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (one fold, all folds, or resume a run)",
                        description="Train GG-Net (or an ablation/baseline variant). Writes config.json, "
                                    "last.pt/best.pt checkpoints, train_log.csv, val_log.csv and "
-                                   "TensorBoard logs (tb/) into --out. Multi-GPU: "
+                                   "TensorBoard logs (tb/, when tensorboard is installed) into --out. "
+                                   "Ctrl-C writes a checkpoint and exits 130 (resume with "
+                                   "--resume). Multi-GPU: "
                                    "torchrun --nproc-per-node N -m ggnet_fast.cli train ...",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     for add in (_add_data_args, _add_model_args, _add_optimisation_args, _add_execution_args):
