@@ -173,6 +173,19 @@ def test_tensorboard_default_is_silent_when_not_installed(tmp_path, monkeypatch,
     assert not [w for w in recwarn if "TensorBoard" in str(w.message)]
 
 
+def test_overwriting_fold_runs_removes_the_parent_eval_report(tmp_path):
+    """Issue 13.9: ``--fold all --overwrite`` retrains the folds; the fold parent's report
+    of the old models goes with them."""
+    from ggnet_fast.train.runs import train_folds
+
+    parent = tmp_path / "folds"
+    (parent / "eval_crf").mkdir(parents=True)
+    (parent / "eval_crf" / "metrics.md").write_text("the old models' numbers")
+    train_folds(tiny_config(parent / "x", iterations=1, split="kfold", folds=3), [0],
+                str(parent), overwrite=True)
+    assert (parent / "fold0" / "last.pt").exists() and not (parent / "eval_crf").exists()
+
+
 def test_a_failed_setup_creates_no_run_folder(tmp_path):
     """Issue 13.9: the run folder is created only once data and model are set up."""
     out = tmp_path / "run"
