@@ -248,10 +248,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_saved_data_roots(run: str) -> None:
+    """``FileNotFoundError`` pointing at ``--data-root`` when the dataset folder a run
+    was trained on is gone (moved, or saved relative to another directory)."""
+    from .fileio import read_json, run_folders
+
+    for run_dir in run_folders(run):
+        root = (read_json(os.path.join(run_dir, "config.json")) or {}).get("data_root")
+        if root and not os.path.isdir(root):
+            raise FileNotFoundError(f"the dataset folder {root} of run {run_dir} does not exist "
+                                    f"(here); pass --data-root DIR if the dataset moved")
+
+
 def cmd_eval(args) -> int:
     from .eval import evaluate_run
 
     from .crf import parse_crf_params
+
+    if args.data_root is None:
+        _check_saved_data_roots(args.run)
 
     res = evaluate_run(args.run, checkpoint=args.checkpoint, crf=args.crf,
                        threshold=args.threshold, overlays=args.overlays, out_dir=args.out,

@@ -168,6 +168,15 @@ def test_overwrite_removes_the_old_eval_report_and_eval_runs_elsewhere(run, tmp_
                 "--max-steps", "1", "--no-tensorboard", *FAST)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (r / "eval").exists()
+    # a dataset that moved: the error points at --data-root, which is honoured
+    shutil.copytree(run.parent / "scans", tmp_path / "moved")
+    cfg = json.loads((r / "config.json").read_text())
+    (r / "config.json").write_text(json.dumps({**cfg, "data_root": "scans"}))
+    assert_user_error(ggnet("eval", "--run", r, "--no-crf", "--no-progress", cwd=tmp_path),
+                      "scans", "--data-root")
+    res = ggnet("eval", "--run", r, "--no-crf", "--no-progress", "--overlays", "0",
+                "--data-root", "moved", "--checkpoint", "last.pt", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(data, tmp_path):
