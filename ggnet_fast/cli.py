@@ -463,10 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Errors that mean the command was given something it cannot use (exit 2, one line); any
-# other exception is an internal error (traceback, exit 1). GGNET_DEBUG=1: always a traceback.
+# Errors that mean the command was given something it cannot use (exit 2, one line; bad
+# values raise ValueError/TypeError naming the setting); any other exception is an internal
+# error (traceback, exit 1). GGNET_DEBUG=1: always a traceback.
 USER_ERRORS = (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError, ValueError, ImportError)
+               PermissionError, ValueError, TypeError, ImportError)
 
 
 def main(argv=None) -> int:

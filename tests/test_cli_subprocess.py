@@ -93,6 +93,10 @@ def test_user_errors_exit_2_with_one_line(data, tmp_path):
                             *FAST), "has no mask")
     assert not out.exists()
     assert_user_error(ggnet("compare", data / "scans", "--out", tmp_path / "cmp"))
+    # a value of the wrong type in a --config file
+    (tmp_path / "c.json").write_text(json.dumps({"data": "phantom", "data_options": {"n": "x"}}))
+    assert_user_error(ggnet("train", "--config", tmp_path / "c.json", "--out", out), "'n'")
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")
