@@ -28,6 +28,8 @@ from types import ModuleType
 
 import torch
 
+from .registry import JOINT_ELSEWHERE
+
 #: Every operator the extension defines (see csrc/ggnet_ops.h).
 OPS = ("spatial", "spatial_fwd", "spatial_bwd", "channel", "channel_fwd", "channel_bwd")
 
@@ -109,6 +111,8 @@ class ExtensionBackend:
                     f"tensors only, got {device_type} tensors")
         if op != "spatial":
             return None
+        if options.get("combine") == "joint":
+            return JOINT_ELSEWHERE
         if options.get("combine", "product") != "product":
             return _MATMUL
         if self.device_type == "cuda":

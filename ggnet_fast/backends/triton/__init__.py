@@ -16,6 +16,7 @@ import torch
 
 from . import channel_kernels as _channel_mod
 from . import spatial_kernels as _spatial_mod
+from ..registry import JOINT_ELSEWHERE
 from ._config import INTERPRET
 
 MAX_SPATIAL_DIM = 256    # d and dg: full-width tiles of [theta, eta] stay in registers
@@ -43,6 +44,8 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
         return f"dtype {dtype} is not supported"
     shape = options.get("shape", {})
     if op == "spatial":
+        if options.get("combine") == "joint":
+            return JOINT_ELSEWHERE
         if options.get("combine") != "product":
             return (f"combine={options.get('combine')!r} is not fused (O(N^3) released variant); "
                     "only combine='product' is")
