@@ -20,7 +20,7 @@ EPILOG = """examples:
   ggnet demo --out demo_run
       train a small GG-Net on synthetic B-mode images (CPU: about a minute of training on
       2 idle cores), evaluate with dense CRF, write metrics.md and overlays/ into demo_run/
-  ggnet train --data busi --data-root ../shared/data/busi --out runs/busi --fold all \\
+  ggnet train --data busi --data-root /path/to/BUSI --out runs/busi --fold all \\
               --preset released --backbone resnext101_32x8d --weights resnext101.pth
       the paper's BUSI protocol: 3-fold CV on the 647 lesion images, one run per fold
   ggnet eval --run runs/busi

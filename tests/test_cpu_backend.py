@@ -82,8 +82,14 @@ def test_gemm_library_selection(monkeypatch):
     with torch.backends.mkldnn.flags(enabled=False):  # the user switched oneDNN off
         assert torch.ops.ggnet_fast.spatial_cpu_gemm(torch.zeros(1)) == "blas"
     monkeypatch.setenv("GGNET_CPU_GEMM", "mkl")
-    with pytest.raises(RuntimeError, match="GGNET_CPU_GEMM must be"):
+    with pytest.raises(ValueError, match="GGNET_CPU_GEMM must be"):
         guided_spatial_attention(*spatial_inputs((1, 9, 2, 2, 3), torch.float32), backend="cpu")
+    monkeypatch.delenv("GGNET_CPU_GEMM")
+    for bad in ("16M", "0", "-5"):
+        monkeypatch.setenv("GGNET_CPU_TILE_BYTES", bad)
+        with pytest.raises(ValueError, match="GGNET_CPU_TILE_BYTES must be a positive"):
+            guided_spatial_attention(*spatial_inputs((1, 9, 2, 2, 3), torch.float32),
+                                     backend="cpu")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])

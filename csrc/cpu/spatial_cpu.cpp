@@ -53,8 +53,11 @@ int64_t tile_budget_bytes() {
   static const int64_t fallback = int64_t(16) << 20;
   const char* env = std::getenv("GGNET_CPU_TILE_BYTES");
   if (env == nullptr || *env == '\0') return fallback;
-  const long long v = std::atoll(env);
-  return v > 0 ? static_cast<int64_t>(v) : fallback;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  TORCH_CHECK_VALUE(end != env && *end == '\0' && v > 0,
+                    "GGNET_CPU_TILE_BYTES must be a positive number of bytes, got '", env, "'");
+  return static_cast<int64_t>(v);
 }
 
 // Tile length along the streamed dimension: everything if it fits, else a multiple of 16.

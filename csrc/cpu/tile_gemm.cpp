@@ -81,7 +81,7 @@ std::string gemm_env() {
 
 TileGemm::TileGemm(at::ScalarType dtype) {
   const std::string choice = gemm_env();
-  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
+  TORCH_CHECK_VALUE(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
               "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
   if (choice == "blas" || dtype != at::kFloat) return;
   if (choice != "onednn") {

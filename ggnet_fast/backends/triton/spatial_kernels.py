@@ -23,20 +23,24 @@ in the default one-pass variant, o2 [B, N, C].  Nothing N x N exists in memory.
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from ..registry import env_choice
 from ._config import W_SCALE, block, dot_precision, expm1_unit_scaled, row_scaled, tuned
 
 #: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
 #: per kernel; "pass": no extra forward accumulator, R from a separate loop.  Both give
-#: the same result; ``GGNET_TRITON_R_MODE`` selects one (for benchmarking).
-R_MODE = os.environ.get("GGNET_TRITON_R_MODE", "o2")
-if R_MODE not in ("o2", "pass"):
-    raise ValueError(f"GGNET_TRITON_R_MODE must be 'o2' or 'pass', got {R_MODE!r}")
+#: the same result; ``GGNET_TRITON_R_MODE`` selects one (for benchmarking), read on every
+#: call like every runtime switch (docs/backends.md).  Tests may pin a mode here instead.
+R_MODE: str | None = None
+
+
+def r_mode() -> str:
+    """``"o2"`` or ``"pass"``: :data:`R_MODE` when pinned, else ``GGNET_TRITON_R_MODE``."""
+    return R_MODE or env_choice("GGNET_TRITON_R_MODE", ("o2", "pass"), "o2")
 
 #: Autotuning key: sizes plus the flags that change a kernel's register use (the o2
 #: accumulator doubles the forward's; the R pass adds a loop to dq).  Tensor dtypes are
@@ -485,6 +489,6 @@ def spatial(theta, phi, eta, rho, mu, *, out_dtype: torch.dtype) -> torch.Tensor
     """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> o [B,N,C] in ``out_dtype``."""
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (theta, phi, eta, rho, mu))
-    save_o2 = needs_grad and R_MODE == "o2"
+    save_o2 = r_mode() == "o2" and needs_grad  # read (and checked) on every call
     o, _, _ = spatial_fwd(theta, phi, eta, rho, mu, save_o2)
     return o.to(out_dtype)
