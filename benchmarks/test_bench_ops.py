@@ -46,6 +46,19 @@ def _spatial_inputs(n, d, dg, c, grad):
             for shape, s in zip(shapes, scale)]
 
 
+def _spatial_step(fn, n, d, dg, c, backward):
+    """One call of ``fn`` on fresh spatial inputs (and its backward when asked)."""
+    inputs = _spatial_inputs(n, d, dg, c, backward)
+    grad_out = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
+
+    def step():
+        out = fn(*inputs)
+        if backward:
+            torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
+        return out
+    return step
+
+
 def _materialises(provider):
     return provider in ("eager", "compile", "reference")
 
@@ -64,16 +77,7 @@ def test_spatial(benchmark, provider, side, dims, mode):
         pytest.skip(f"{provider}: {why}")
     if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
         pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
-    inputs = _spatial_inputs(n, d, dg, c, backward)
-    fn = harness.op_fn("spatial", provider)
-    grad_out = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
-
-    def step():
-        out = fn(*inputs)
-        if backward:
-            torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
-        return out
-
+    step = _spatial_step(harness.op_fn("spatial", provider), n, d, dg, c, backward)
     step()  # compile / autotune outside the measurement
     peak = harness.peak_extra_bytes(step, DEV)
     _info(benchmark, op="spatial", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c, mode=mode,
@@ -93,21 +97,13 @@ def test_spatial_joint(benchmark, provider, side, mode):
     backward = mode != "forward"
     if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
         pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
-    inputs = _spatial_inputs(n, d, dg, c, backward)
     if provider == "eager":
         fn = harness.eager_joint
     elif provider == "compile":
         fn = harness.compiled(harness.eager_joint)
     else:
         fn = functools.partial(guided_spatial_attention, combine="joint", backend=provider)
-    grad_out = torch.randn(BATCH, n, c, device=DEV, dtype=DTYPE)
-
-    def step():
-        out = fn(*inputs)
-        if backward:
-            torch.autograd.grad(out, inputs, grad_out.to(out.dtype))
-        return out
-
+    step = _spatial_step(fn, n, d, dg, c, backward)
     step()
     peak = harness.peak_extra_bytes(step, DEV)
     _info(benchmark, op="spatial-joint", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c,
