@@ -108,7 +108,8 @@ class Trainer:
     def _setup_data(self, source) -> None:
         """Dataset, splits, the resumable training loader and the schedule."""
         cfg = self.cfg
-        self.source = source if source is not None else cfg.build_source()
+        scan_bar = None if cfg.progress else False  # --no-progress silences the data scan too
+        self.source = source if source is not None else cfg.build_source(progress=scan_bar)
         self.splits = cfg.split_indices(self.source)
         train_view = TrainingView(self.source, SegTransform(cfg.image_size, True, cfg.rotation,
                                                             cfg.hflip), self.splits["train"])
