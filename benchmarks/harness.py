@@ -21,6 +21,7 @@ import torch
 
 from ggnet_fast import ops
 from ggnet_fast.backends import backends_for, get_backend
+from ggnet_fast.backends import eager as eager_backend
 
 
 def device() -> torch.device:
@@ -66,10 +67,9 @@ def eager_spatial(theta, phi, eta, rho, mu):
     return torch.softmax(sx * sg, dim=-1) @ mu
 
 
-def eager_joint(theta, phi, eta, rho, mu):
-    """The joint softmax as a user writes it: ``softmax(a + b) @ mu`` (input dtype)."""
-    scores = theta @ phi.transpose(-1, -2) + eta @ rho.transpose(-1, -2)
-    return torch.softmax(scores, dim=-1) @ mu
+#: The joint softmax as a user writes it, ``softmax(a + b) @ mu`` in the input dtype: the
+#: registry's ``eager`` backend is exactly that composition.
+eager_joint = functools.partial(eager_backend.spatial, combine="joint")
 
 
 def eager_channel(y, g):

@@ -21,11 +21,11 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
 def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
             out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C]."""
-    sx = torch.softmax(theta @ phi.transpose(-1, -2), dim=-1)
-    sg = torch.softmax(eta @ rho.transpose(-1, -2), dim=-1)
+    a = theta @ phi.transpose(-1, -2)
+    b = eta @ rho.transpose(-1, -2)
     if combine == "joint":  # the plain composition a user would write
-        scores = theta @ phi.transpose(-1, -2) + eta @ rho.transpose(-1, -2)
-        return (torch.softmax(scores, dim=-1) @ mu).to(out_dtype or mu.dtype)
+        return (torch.softmax(a + b, dim=-1) @ mu).to(out_dtype or mu.dtype)
+    sx, sg = torch.softmax(a, dim=-1), torch.softmax(b, dim=-1)
     combined = sx * sg if combine == "product" else sx @ sg
     return (torch.softmax(combined, dim=-1) @ mu).to(out_dtype or mu.dtype)
 
