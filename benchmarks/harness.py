@@ -21,6 +21,7 @@ import torch
 
 from ggnet_fast import ops
 from ggnet_fast.backends import backends_for, get_backend
+from ggnet_fast.backends.registry import call_options
 from ggnet_fast.backends import eager as eager_backend
 
 
@@ -101,16 +102,19 @@ def unsupported_reason(provider: str, op: str, dev: torch.device, dtype: torch.d
     """Why ``provider`` cannot run this exact case (None if it can); baselines always can."""
     if provider in ("eager", "compile"):
         return None
-    opts = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
-            "shape": shape, **options}
+    opts = call_options(dtype, shape=shape, **options)
     return get_backend(provider).unsupported(op, dev.type, dtype, opts)
 
 
 def op_fn(op: str, provider: str):
-    """What ``provider`` runs for ``op`` ("spatial" or "channel"): a backend through the
-    public operator, or the hand-written formula eagerly or under torch.compile."""
-    eager, public = {"spatial": (eager_spatial, ops.guided_spatial_attention),
-                     "channel": (eager_channel, ops.guided_channel_attention)}[op]
+    """What ``provider`` runs for ``op`` ("spatial", "spatial-joint" or "channel"): a
+    backend through the public operator, or the hand-written formula eagerly or under
+    torch.compile."""
+    eager, public = {
+        "spatial": (eager_spatial, ops.guided_spatial_attention),
+        "spatial-joint": (eager_joint,
+                          functools.partial(ops.guided_spatial_attention, combine="joint")),
+        "channel": (eager_channel, ops.guided_channel_attention)}[op]
     if provider == "eager":
         return eager
     if provider == "compile":

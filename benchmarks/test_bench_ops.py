@@ -6,13 +6,10 @@ released code's eager formula ("eager") and the same under torch.compile ("compi
 """
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
 import harness
-from ggnet_fast import guided_spatial_attention
 from ggnet_fast.ops import spatial_flops
 
 DEV = harness.device()
@@ -63,6 +60,12 @@ def _materialises(provider):
     return provider in ("eager", "compile", "reference")
 
 
+def _skip_if_too_big(provider, n, backward):
+    """Skip a materialising provider whose N x N maps would not fit in memory."""
+    if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
+        pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
+
+
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 @pytest.mark.parametrize("dims", SPATIAL_DIMS, ids=lambda t: "d{}-dg{}-C{}".format(*t))
 @pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
@@ -75,8 +78,7 @@ def test_spatial(benchmark, provider, side, dims, mode):
                                      {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c})
     if why:
         pytest.skip(f"{provider}: {why}")
-    if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
-        pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
+    _skip_if_too_big(provider, n, backward)
     step = _spatial_step(harness.op_fn("spatial", provider), n, d, dg, c, backward)
     step()  # compile / autotune outside the measurement
     peak = harness.peak_extra_bytes(step, DEV)
@@ -95,15 +97,8 @@ def test_spatial_joint(benchmark, provider, side, mode):
     n = side * side
     d, dg, c = SPATIAL_DIMS[-1]
     backward = mode != "forward"
-    if _materialises(provider) and 4 * BATCH * n * n * 4 * (2 if backward else 1) > MAX_EAGER_BYTES:
-        pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
-    if provider == "eager":
-        fn = harness.eager_joint
-    elif provider == "compile":
-        fn = harness.compiled(harness.eager_joint)
-    else:
-        fn = functools.partial(guided_spatial_attention, combine="joint", backend=provider)
-    step = _spatial_step(fn, n, d, dg, c, backward)
+    _skip_if_too_big(provider, n, backward)
+    step = _spatial_step(harness.op_fn("spatial-joint", provider), n, d, dg, c, backward)
     step()
     peak = harness.peak_extra_bytes(step, DEV)
     _info(benchmark, op="spatial-joint", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c,
@@ -150,7 +145,7 @@ def test_spatial_layout_copies(benchmark, layout):
     measurement (no output transpose), "copies-only" the five input copies and the
     output transpose alone."""
     fused = [p for p in harness.providers("spatial", DEV, DTYPE)
-             if p not in ("reference", "eager", "compile")]
+             if not _materialises(p)]
     if not fused:
         pytest.skip("no fused spatial backend on this device")
     provider, side = fused[0], 64

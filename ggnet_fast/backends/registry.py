@@ -177,10 +177,16 @@ def backends_for(op: str, device_type: str, dtype: torch.dtype,
                  options: dict | None = None) -> list[str]:
     """Available backends (registration order) that accept ``op`` on this device and
     dtype with ``options`` (missing options take the operators' defaults)."""
-    opts = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
-            "shape": {}, **(options or {})}
+    opts = call_options(dtype, **(options or {}))
     return [n for n in available_backends()
             if _LOADED[n].unsupported(op, device_type, dtype, opts) is None]
+
+
+def call_options(dtype: torch.dtype, **options) -> dict:
+    """The ``options`` dict ``unsupported`` receives for a call with the operators'
+    defaults, overridden by ``options``."""
+    return {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
+            "shape": {}, **options}
 
 
 def auto_order(device_type: str) -> list[str]:
@@ -196,10 +202,7 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype,
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend == "auto":
-        backend = os.environ.get("GGNET_BACKEND", "") or "auto"
-        if backend != "auto" and backend not in _REGISTRY:
-            raise ValueError(f"environment variable GGNET_BACKEND must be 'auto' or one of "
-                             f"{registered_backends()}, got {backend!r}")
+        backend = env_choice("GGNET_BACKEND", ("auto", *_REGISTRY), "auto")
     if backend != "auto":
         impl = get_backend(backend)
         why = impl.unsupported(op, device.type, dtype, options)
