@@ -63,12 +63,18 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     _atomic_replace(path, lambda fh: fh.write(data))
 
 
+def csv_row(row: dict) -> dict:
+    """``row`` with its floats written to 6 significant digits (the project's CSV cells)."""
+    return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+
+
 def atomic_write_csv(path: str, fields, rows) -> None:
-    """Write a whole CSV (header + ``rows`` as dicts; extra keys ignored) atomically."""
+    """Write a whole CSV (header + ``rows`` as dicts, floats via :func:`csv_row`; extra
+    keys ignored) atomically."""
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, list(fields), extrasaction="ignore")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(map(csv_row, rows))
     atomic_write_text(path, buf.getvalue())
 
 

@@ -33,11 +33,11 @@ from itertools import combinations
 import numpy as np
 
 from ..metrics import ALL_METRICS
+from .report import TABLE_COLUMNS
 
-#: Metrics where a lower value is better.
-LOWER_IS_BETTER = ("hd", "abd")
-#: Table-8 row order (the paper's), then the extra metric.
-TABLE8_ORDER = ("jaccard", "dice", "accuracy", "recall", "precision", "hd", "abd", "specificity")
+#: Table-8 rows: the paper's metric order (Table 5's columns), then the extra metric;
+#: the scale shown (percent for overlap metrics, pixels for HD/ABD).
+TABLE8_SCALE = {key: scale for key, _, scale in TABLE_COLUMNS}
 CSV_FIELDS = ["scope", "metric", "method_a", "method_b", "n", "dropped", "mean_a", "mean_b",
               "mean_diff", "ci_low", "ci_high", "wilcoxon_p", "ttest_p", "holm_p"]
 
@@ -215,7 +215,7 @@ def compare(methods: list[MethodScores], reference: str | None = None) -> list[d
         raise ValueError(f"two inputs have the same method name ({names}); name them "
                          f"NAME=PATH")
     images = check_same_images(methods)
-    metrics = [m for m in TABLE8_ORDER if all(m in x.metrics for x in methods)]
+    metrics = [m for m in TABLE8_SCALE if all(m in x.metrics for x in methods)]
     scopes = {"pooled": images}
     folds = _shared_folds(methods, images)
     for fold, imgs in sorted((folds or {}).items()):
@@ -255,7 +255,7 @@ def markdown(rows: list[dict]) -> str:
                 "| Metric | " + " | ".join(f"{a} vs. {b}" for a, b in pairs) + " |",
                 "|---|" + "---|" * len(pairs)]
         for metric in dict.fromkeys(r["metric"] for r in part):
-            scale = 1 if metric in LOWER_IS_BETTER else 100
+            scale = TABLE8_SCALE[metric]
             cells = []
             for a, b in pairs:
                 r = next(x for x in part if x["metric"] == metric
@@ -322,9 +322,7 @@ def run_compare(inputs: list[str], out_dir: str, *, reference: str | None = None
                               f"; pass --overwrite to replace them or choose another --out")
     os.makedirs(out_dir, exist_ok=True)
     text = markdown(rows)
-    atomic_write_csv(files["csv"], CSV_FIELDS,
-                     [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}
-                      for r in rows])
+    atomic_write_csv(files["csv"], CSV_FIELDS, rows)
     atomic_write_text(files["md"], "# Paired comparison\n\n" + text)
     figure(methods, files["png"], reference)
     return {"rows": rows, "markdown": text, "files": files}

@@ -22,8 +22,7 @@ TABLE_NOTE = ("Metrics per image at its original resolution (predictions resized
 def write_per_image_csv(path: str, rows, extra_fields=()) -> str:
     """Write the per-image rows atomically (temporary file + ``os.replace``)."""
     fields = ["name", *extra_fields, *ALL_METRICS]
-    atomic_write_csv(path, fields, [
-        {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows])
+    atomic_write_csv(path, fields, rows)
     return path
 
 

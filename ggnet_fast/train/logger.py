@@ -7,7 +7,7 @@ import json
 import os
 import warnings
 
-from ..fileio import atomic_write_csv, atomic_write_text
+from ..fileio import atomic_write_csv, atomic_write_text, csv_row
 from .config import TrainConfig
 
 TRAIN_FIELDS = ("step", "epoch", "lr", "loss", "time_s")
@@ -29,7 +29,7 @@ class CSVLog:
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.DictWriter(fh, self.fields, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+                csv_row(row))
 
 
 class RunLogger:
