@@ -111,13 +111,14 @@ def train_folds(cfg: TrainConfig, folds, parent: str | None = None, *,
     With ``overwrite``, the parent's evaluation reports (of the replaced folds) go too."""
     from .loop import Trainer
 
-    summaries = []
+    summaries, source = [], None
     for k in folds:
         cfg.fold = k
         if parent is not None:
             cfg.out_dir = os.path.join(parent, f"fold{k}")
         _echo(f"training {cfg.variant} ({cfg.backbone}) fold {k} -> {cfg.out_dir}")
-        trainer = Trainer(cfg, overwrite=overwrite)
+        trainer = Trainer(cfg, overwrite=overwrite, source=source)
+        source = trainer.source  # the folds share one dataset: it is opened and scanned once
         if parent is not None and overwrite:
             _remove(parent, EVAL_REPORTS)
         summaries.append(_fit(trainer, parent if parent is not None else cfg.out_dir))
