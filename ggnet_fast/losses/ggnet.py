@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.presets import PRESET_TABLE
+from ..models.presets import preset as preset_row
 from .registry import register_loss
 
 BOUNDARY_TARGETS = ("canny", "morphological")
@@ -141,13 +142,11 @@ class GGNetLoss(nn.Module):
 
     def __init__(self, preset: str = "paper", **overrides) -> None:
         super().__init__()
-        if preset not in LOSS_PRESETS:
-            raise ValueError(f"preset must be one of {list(LOSS_PRESETS)}, got {preset!r}")
-        unknown = sorted(set(overrides) - set(LOSS_PRESETS[preset]))
+        defaults = preset_row(preset).loss  # ValueError naming the presets if unknown
+        unknown = sorted(set(overrides) - set(defaults))
         if unknown:
-            raise TypeError(f"unknown GGNetLoss option(s) {unknown}; "
-                            f"known: {sorted(LOSS_PRESETS[preset])}")
-        opts = {**LOSS_PRESETS[preset], **overrides}
+            raise TypeError(f"unknown GGNetLoss option(s) {unknown}; known: {sorted(defaults)}")
+        opts = {**defaults, **overrides}
         if opts["boundary_target"] not in BOUNDARY_TARGETS:
             raise ValueError(f"boundary_target must be one of {list(BOUNDARY_TARGETS)}, "
                              f"got {opts['boundary_target']!r}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .backbone import BACKBONES, STAGE_STRIDES
 from .boundary import BOUNDARY_FORMS
 from .presets import PRESET_TABLE, PRESETS
+from .presets import preset as preset_row
 
 # The model rows of the preset table (models/presets.py), by preset name.
 PRESET_OPTIONS: dict[str, dict] = {name: p.model for name, p in PRESET_TABLE.items()}
@@ -152,14 +153,13 @@ def resolve_config(preset: str = "paper", variant: str = "full",
                    backbone: str = "resnext101_32x8d", ggb_stride: int | None = None,
                    backend: str = "auto", **overrides) -> GGNetConfig:
     """Preset defaults, then explicit arguments and ``overrides``; validated."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+    defaults = preset_row(preset).model  # ValueError naming the presets if unknown
     known = {f.name for f in dataclasses.fields(GGNetConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"unknown GG-Net option(s) {unknown}; known: {sorted(known)}")
     implied = VARIANT_SPECS[variant].options if variant in VARIANT_SPECS else {}
-    values = {**PRESET_OPTIONS[preset], **implied, "preset": preset, "variant": variant,
+    values = {**defaults, **implied, "preset": preset, "variant": variant,
               "backbone": backbone, "backend": backend}
     if ggb_stride is not None:
         values["ggb_stride"] = ggb_stride
