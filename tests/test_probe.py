@@ -1,0 +1,104 @@
+"""``ggnet_fast.eval.probe``: the split of the spatial GGB's addition into its global-
+average-pooling part and its modulation, checked against a dense float64 computation."""
+import copy
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+from ggnet_fast.cli import main as cli_main
+from ggnet_fast.eval import probe
+from ggnet_fast.models import build_ggnet
+from ggnet_fast.nn import GuidedNonLocal
+
+
+@torch.no_grad()
+def _dense_parts(block, x, g):
+    """gamma * o, gamma * mean(mu) and gamma * (o - mean(mu)) from the formulas, float64."""
+    block, x, g = copy.deepcopy(block).double(), x.double(), g.double()
+    flat = lambda conv, t: conv(t).flatten(2).transpose(1, 2)  # noqa: E731  [B, N, k]
+    sx = torch.softmax(flat(block.theta, x) @ flat(block.phi, x).transpose(1, 2), -1)
+    sg = torch.softmax(flat(block.eta, g) @ flat(block.rho, g).transpose(1, 2), -1)
+    if block.combine == "joint":
+        weights = (sx * sg) / (sx * sg).sum(-1, keepdim=True)
+    else:
+        weights = torch.softmax(sx * sg, -1)
+    mu = flat(block.mu, x)                                            # [B, N, C]
+    o = weights @ mu
+    gamma = block.gamma.detach()
+    mean_mu = mu.mean(1, keepdim=True)
+    return gamma * o, gamma * mean_mu.expand_as(o), gamma * (o - mean_mu)
+
+
+@pytest.mark.parametrize("combine", ["product", "joint"])
+def test_terms_match_dense_float64(seed, combine):
+    block = GuidedNonLocal(6, 5, key_channels=4, guide_key_channels=3, combine=combine,
+                           residual="fixed")
+    x, g = torch.randn(2, 6, 5, 7), torch.randn(2, 5, 5, 7)
+    terms = probe.spatial_ggb_terms(block, x, g)
+    added, gap, modulation = _dense_parts(block, x, g)
+    norm = lambda t: t.flatten(1).norm(dim=1).numpy()  # noqa: E731
+    for name, ref in (("added", added), ("gap", gap), ("modulation", modulation)):
+        assert terms[name] == pytest.approx(norm(ref), rel=1e-9), name
+    assert terms["x"] == pytest.approx(norm(x.double()), rel=1e-12)
+    assert terms["gamma"] == 1.0
+    # the float64 recomputation agrees with the block's own float32 forward
+    with torch.no_grad():
+        y = block(x, g)
+    assert terms["added"] == pytest.approx(norm((y - x).double()), rel=1e-4)
+
+
+def test_paper_softmax_acts_as_pooling_and_joint_does_not(seed):
+    """Sharp, agreeing score maps: the paper's outer softmax still leaves o within a few
+    percent of mean(mu) (every weight within a factor e of 1/N); the joint softmax follows
+    the scores, so its position-varying part is of the order of the whole addition."""
+    torch.manual_seed(seed)
+    parts = {}
+    for combine in ("product", "joint"):
+        torch.manual_seed(seed)
+        block = GuidedNonLocal(8, key_channels=8, combine=combine, residual="fixed")
+        with torch.no_grad():
+            for conv in (block.theta, block.phi, block.eta, block.rho):
+                conv.weight.mul_(4.0)
+        x = torch.randn(1, 8, 9, 9)
+        parts[combine] = probe.spatial_ggb_terms(block, x, x)
+    paper, joint = parts["product"], parts["joint"]
+    assert paper["modulation"][0] < 0.1 * paper["gap"][0]
+    assert joint["varying"][0] > 0.3 * joint["added"][0]
+    assert joint["varying"][0] > 10 * paper["varying"][0]
+
+
+def test_models_without_a_guided_spatial_block_are_refused():
+    model = build_ggnet(variant="gap", backbone="resnet18", backend="reference").eval()
+    with pytest.raises(ValueError, match="no guided spatial block"):
+        probe.probe_model(model, torch.randn(1, 3, 64, 64))
+    with pytest.raises(TypeError, match="GuidedNonLocal"):
+        probe.spatial_ggb_terms(torch.nn.Identity(), torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3))
+
+
+def test_probe_hooks_the_models_block(seed):
+    model = build_ggnet(variant="full", backbone="resnet18", backend="reference").eval()
+    terms = probe.probe_model(model, torch.randn(2, 3, 64, 64))
+    assert terms["x"].shape == (2,) and (terms["x"] > 0).all()
+    assert terms["gamma"] == float(model.ggb.spatial.gamma)
+
+
+def test_command_line_on_a_tiny_run(tmp_path):
+    run = str(tmp_path / "run")
+    tiny = ["--data", "phantom", "--phantom-n", "12", "--phantom-size", "64", "--split",
+            "holdout", "--backbone", "resnet18", "--image-size", "64", "--schedule",
+            "iterations", "--iterations", "1", "--lr-step-iters", "0", "--batch-size", "2",
+            "--workers", "0", "--no-progress", "--no-tensorboard", "--backend", "reference"]
+    assert cli_main(["train", *tiny, "--out", run]) == 0
+    out = str(tmp_path / "probe")
+    assert probe.main(["--run", run, "--out", out]) == 0
+    with open(os.path.join(out, "probe.csv"), encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(os.path.join(run, "splits.json"), encoding="utf-8") as fh:
+        test_names = json.load(fh)["test"]
+    assert [r["name"] for r in rows] == test_names and set(probe.TERMS) <= set(rows[0])
+    assert "median ratio to x" in open(os.path.join(out, "probe.md"), encoding="utf-8").read()
+    with pytest.raises(SystemExit):  # nothing is overwritten without --overwrite
+        probe.main(["--run", run, "--out", out])
