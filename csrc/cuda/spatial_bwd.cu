@@ -52,8 +52,11 @@ __device__ __forceinline__ void recompute(Smem& sm, const T* th, const T* ph, co
   tile_scores(sm, go, i0, mv, j0, sz.n, sz.c, ds);
 }
 
+// Blocks per SM stated for ptxas (docs/cuda_backend.md, "Resources"): two for rvec
+// (<= 128 registers), one for qgrad and kgrad (~155 and ~220 registers).  qgrad at two
+// blocks (128 registers) spills 36-52 bytes; at one it does not.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     rvec_kernel(const float* __restrict__ grad_o, const T* __restrict__ theta,
                 const T* __restrict__ phi, const T* __restrict__ eta, const T* __restrict__ rho,
                 const T* __restrict__ mu, const float* __restrict__ stats,
@@ -129,7 +132,7 @@ __device__ __forceinline__ void store_w(Smem& sm, const float (&v)[kMicro][kMicr
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     qgrad_kernel(const float* __restrict__ grad_o, const T* __restrict__ theta,
                  const T* __restrict__ phi, const T* __restrict__ eta, const T* __restrict__ rho,
                  const T* __restrict__ mu, const float* __restrict__ stats,
@@ -159,7 +162,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     kgrad_kernel(const float* __restrict__ grad_o, const T* __restrict__ theta,
                  const T* __restrict__ phi, const T* __restrict__ eta, const T* __restrict__ rho,
                  const T* __restrict__ mu, const float* __restrict__ stats,

@@ -48,8 +48,17 @@ constexpr int kLdw = 16 + 8;  // leading dimension of the per-warp weight tiles
 template <typename T>
 struct alignas(128) WarpSmem {
   float a[256], b[256], ds[256];
+  float q[5][16];  // key side: lse_a, lse_b, 1/L, D, R of the current 16 queries
   T w[6][16 * kLdw];
 };
+
+// Lane l visits its 8 columns of a 16x16 tile (row l/2, columns 8(l%2)..) in the order
+// rotated by l/4: the 32 lanes then read 32 different banks of a float tile at every
+// step (8-way conflicts unrotated) and store the 16-bit weight tiles with at most
+// 2-way conflicts (4-way unrotated).
+__device__ __forceinline__ int rotated_col(int lane, int t) {
+  return (lane & 1) * 8 + ((t + (lane >> 2)) & 7);
+}
 
 namespace wm = nvcuda::wmma;
 using FragAcc = wm::fragment<wm::accumulator, 16, 16, 16, float>;
@@ -89,7 +98,7 @@ __device__ __forceinline__ void split_store(T* hi, T* lo, int idx, float v) {
 __device__ __forceinline__ void write_rows(FragAcc (&acc)[kMaxFrag], float* scratch,
                                            int64_t row0, int64_t n, float* out1, int64_t dim1,
                                            int nf1, float* out2, int64_t dim2, int nf2) {
-  const int lane = threadIdx.x % 32, row = lane >> 1, col8 = (lane & 1) * 8;
+  const int lane = threadIdx.x % 32, row = lane >> 1;
   const int64_t r = row0 + row;
 #pragma unroll
   for (int f = 0; f < kMaxFrag; ++f) {
@@ -98,9 +107,10 @@ __device__ __forceinline__ void write_rows(FragAcc (&acc)[kMaxFrag], float* scra
       __syncwarp();
       float* out = f < nf1 ? out1 : out2;
       const int64_t dim = f < nf1 ? dim1 : dim2;
-      const int64_t c0 = int64_t(f < nf1 ? f : f - nf1) * 16 + col8;
+      const int64_t c0 = int64_t(f < nf1 ? f : f - nf1) * 16;
       for (int t = 0; t < 8; ++t) {
-        if (r < n && c0 + t < dim) out[r * dim + c0 + t] = scratch[row * 16 + col8 + t];
+        const int cl = rotated_col(lane, t);
+        if (r < n && c0 + cl < dim) out[r * dim + c0 + cl] = scratch[row * 16 + cl];
       }
       __syncwarp();
     }
@@ -133,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
   const T* mv = mu + b * npad * sz.cpad;
   const float* st = stats + b * 3 * n;
 
-  const int row = lane >> 1, col8 = (lane & 1) * 8;
+  const int row = lane >> 1;
   const int64_t i = r0 + row;
   const bool row_ok = i < n;
   const float la = row_ok ? st[i] : 0.f, lb = row_ok ? st[n + i] : 0.f;
@@ -161,7 +171,7 @@ __global__ void __launch_bounds__(kThreads)
     wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
     __syncwarp();
     for (int t = 0; t < 8; ++t) {
-      const int cl = col8 + t, e = row * 16 + cl;
+      const int cl = rotated_col(lane, t), e = row * 16 + cl;
       float da = 0.f, db = 0.f;
       if (row_ok && j0 + cl < n) {
         const float xa = ws.a[e] - la, xb = ws.b[e] - lb;
@@ -233,7 +243,7 @@ __global__ void __launch_bounds__(kThreads)
   const float* dvb = dvec + b * n;
   const float* rvb = rvec + b * n;
 
-  const int row = lane >> 1, col8 = (lane & 1) * 8;
+  const int row = lane >> 1;
   const bool row_ok = r0 + row < n;  // key j = r0 + row
   const int nc = static_cast<int>(sz.cpad / 16);
   const int nd = static_cast<int>(sz.dpad / 16), ndg = static_cast<int>(sz.dgpad / 16);
@@ -251,6 +261,15 @@ __global__ void __launch_bounds__(kThreads)
     dot_block(fb, rh, et + i0 * sz.dgpad, sz.dgpad);
     wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
+    if (lane < 16) {  // the 16 queries' statistics, read from global memory once
+      const int64_t i = i0 + lane;
+      const bool ok = i < n;
+      ws.q[0][lane] = ok ? st[i] : 0.f;
+      ws.q[1][lane] = ok ? st[n + i] : 0.f;
+      ws.q[2][lane] = ok ? 1.f / st[2 * n + i] : 0.f;
+      ws.q[3][lane] = (ok && !kDmu) ? dvb[i] : 0.f;
+      ws.q[4][lane] = (ok && !kDmu) ? rvb[i] : 0.f;
+    }
     if (!kDmu) {
       wm::fill_fragment(fs, 0.f);
       dot_block(fs, mk, dh + i0 * sz.cpad, sz.cpad);
@@ -259,17 +278,17 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncwarp();
     for (int t = 0; t < 8; ++t) {
-      const int cl = col8 + t, e = row * 16 + cl;
+      const int cl = rotated_col(lane, t), e = row * 16 + cl;
       const int64_t i = i0 + cl;  // query
       float s = 0.f, da = 0.f, db = 0.f;
       if (row_ok && i < n) {
-        const float xa = ws.a[e] - st[i], xb = ws.b[e] - st[n + i];
+        const float xa = ws.a[e] - ws.q[0][cl], xb = ws.b[e] - ws.q[1][cl];
         const float p = __expf(xa + xb);
-        s = __expf(p) / st[2 * n + i];
+        s = __expf(p) * ws.q[2][cl];
         if (!kDmu) {
-          const float pdp = p * s * (ws.ds[e] - dvb[i]);
-          da = pdp - __expf(xa) * rvb[i];
-          db = pdp - __expf(xb) * rvb[i];
+          const float pdp = p * s * (ws.ds[e] - ws.q[3][cl]);
+          da = pdp - __expf(xa) * ws.q[4][cl];
+          db = pdp - __expf(xb) * ws.q[4][cl];
         }
       }
       if (kDmu) {

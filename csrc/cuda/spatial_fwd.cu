@@ -20,8 +20,11 @@ namespace {
 
 using namespace tiles;
 
+// Two blocks of 256 threads per SM (<= 128 registers): stated, because without the
+// minimum ptxas aims at three blocks and spills the 16-bit stats kernel (40 bytes at
+// 80 registers on sm_90; benchmarks/cuda_ptxas.py, docs/cuda_backend.md).
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     spatial_stats_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
                          const T* __restrict__ eta, const T* __restrict__ rho,
                          float* __restrict__ stats, SpatialSizes sz) {
@@ -66,7 +69,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     spatial_fwd_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
                        const T* __restrict__ eta, const T* __restrict__ rho,
                        const T* __restrict__ mu, const float* __restrict__ musum,

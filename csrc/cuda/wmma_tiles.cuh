@@ -16,7 +16,8 @@
 //
 // Per key tile and 16-key column block: a = theta phi^T and b = eta rho^T as 16x16x16
 // fp16/bf16 MMAs with float32 accumulators; the two accumulator fragments are stored to
-// the warp's float scratch, where lane l handles row l/2, 8 columns:
+// the warp's float scratch, where lane l handles row l/2, 8 columns (in a lane-rotated
+// order that makes the scratch reads conflict-free):
 //   pass 1 (kStats): online (max, sum) for lse_a and lse_b;
 //   pass 2:          p = exp((a - lse_a) + (b - lse_b)), e = expm1(p) (float32),
 //                    e rounded to T for the value product, and L += that rounded e
@@ -174,8 +175,12 @@ __global__ void __launch_bounds__(kThreads)
   const T* mub = mu + b * n * c;
   float* st = stats + b * 3 * n;
 
-  // This lane's row (of the warp's 16) and column half in the element-wise steps.
-  const int row = lane >> 1, col8 = (lane & 1) * 8;
+  // This lane's row (of the warp's 16) and column half in the element-wise steps.  The
+  // lanes visit their 8 columns in an order rotated by rot = lane / 4: at each step the
+  // 32 lanes then read 32 different banks of the float scratch (unrotated: 4 banks,
+  // 8-way conflicts) and store e with at most 2-way conflicts (was 4-way); the ld = 72
+  // of e keeps its fragment loads conflict-free.
+  const int row = lane >> 1, col8 = (lane & 1) * 8, rot = lane >> 2;
   const int64_t i = i0 + warp * 16 + row;
   const bool row_ok = i < n;
   float la = 0.f, lb = 0.f;
@@ -211,7 +216,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncwarp();
 #pragma unroll 2
       for (int t = 0; t < 8; ++t) {
-        const int cl = col8 + t;                   // column within the 16-key block
+        const int cl = col8 + ((t + rot) & 7);     // column within the 16-key block
         const int64_t j = j0 + kf * 16 + cl;
         const float av = scr_a[row * 16 + cl], bv = scr_b[row * 16 + cl];
         if (kStats) {
@@ -274,8 +279,9 @@ __global__ void __launch_bounds__(kThreads)
       __syncwarp();
 #pragma unroll
       for (int t = 0; t < 8; ++t) {
-        const int64_t col = int64_t(f) * 16 + col8 + t;
-        if (row_ok && col < c) ob[i * c + col] = (ms[col] + scr_a[row * 16 + col8 + t]) * inv;
+        const int cl = col8 + ((t + rot) & 7);
+        const int64_t col = int64_t(f) * 16 + cl;
+        if (row_ok && col < c) ob[i * c + col] = (ms[col] + scr_a[row * 16 + cl]) * inv;
       }
       __syncwarp();
     }
