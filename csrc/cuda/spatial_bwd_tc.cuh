@@ -19,6 +19,10 @@
 //   qside_kernel<kDq = true>:  dtheta_i, deta_i                       (query rows)
 //   kside_kernel<kDmu = true>: dmu_j = sum_i s_ij do_i                 (key rows)
 //   kside_kernel<kDmu = false>: dphi_j, drho_j                         (key rows)
+// The two gradient kernels accumulate round16(d)/16 + round16(dg)/16 fragments.  Up to
+// kMaxFrag (d + dg <= 256) one launch does both; beyond, each runs twice (`part`:
+// kFirst = dtheta / dphi only, kSecond = deta / drho only), recomputing the scores, so
+// that d, dg <= 256 each (d + dg <= 512) stay on the tensor cores.
 // Element-wise formulas as in spatial_bwd.cu (docs/kernels.md).
 #pragma once
 
@@ -28,6 +32,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "cuda/launchers.h"
@@ -41,8 +46,10 @@ using wmma_tiles::to_float;
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = 16 * kWarps;
-constexpr int kMaxFrag = 16;  // accumulator fragments per warp (C <= 256, d + dg <= 256)
+constexpr int kMaxFrag = 16;  // accumulator fragments per warp (C, d, dg <= 256)
 constexpr int kLdw = 16 + 8;  // leading dimension of the per-warp weight tiles
+// Which gradient pair a gradient kernel accumulates (see the top).
+constexpr int kBoth = 0, kFirst = 1, kSecond = 2;
 
 // Per-warp shared memory: 3 float 16x16 scratch tiles + 6 T weight tiles [16][kLdw].
 template <typename T>
@@ -125,7 +132,7 @@ __global__ void __launch_bounds__(kThreads)
                  const T* __restrict__ do_hi, const T* __restrict__ do_lo,
                  const float* __restrict__ stats, const float* __restrict__ dvec,
                  float* __restrict__ rvec, float* __restrict__ dtheta, float* __restrict__ deta,
-                 SpatialSizes sz) {
+                 SpatialSizes sz, int part) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
@@ -151,7 +158,9 @@ __global__ void __launch_bounds__(kThreads)
   const float dv = row_ok ? dvec[b * n + i] : 0.f;
   const float rv = (kDq && row_ok) ? rvec[b * n + i] : 0.f;
   float racc = 0.f;
-  const int nd = static_cast<int>(sz.dpad / 16), ndg = static_cast<int>(sz.dgpad / 16);
+  // fragments of dtheta (or dphi) and deta (or drho) this launch accumulates
+  const int nd = part == kSecond ? 0 : static_cast<int>(sz.dpad / 16);
+  const int ndg = part == kFirst ? 0 : static_cast<int>(sz.dgpad / 16);
 
   FragAcc acc[kMaxFrag];
 #pragma unroll
@@ -223,7 +232,8 @@ __global__ void __launch_bounds__(kThreads)
                  const T* __restrict__ do_hi, const T* __restrict__ do_lo,
                  const float* __restrict__ stats, const float* __restrict__ dvec,
                  const float* __restrict__ rvec, float* __restrict__ dmu,
-                 float* __restrict__ dphi, float* __restrict__ drho, SpatialSizes sz) {
+                 float* __restrict__ dphi, float* __restrict__ drho, SpatialSizes sz,
+                 int part) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
@@ -246,7 +256,8 @@ __global__ void __launch_bounds__(kThreads)
   const int row = lane >> 1;
   const bool row_ok = r0 + row < n;  // key j = r0 + row
   const int nc = static_cast<int>(sz.cpad / 16);
-  const int nd = static_cast<int>(sz.dpad / 16), ndg = static_cast<int>(sz.dgpad / 16);
+  const int nd = part == kSecond ? 0 : static_cast<int>(sz.dpad / 16);
+  const int ndg = part == kFirst ? 0 : static_cast<int>(sz.dgpad / 16);
 
   FragAcc acc[kMaxFrag];
 #pragma unroll
@@ -334,7 +345,8 @@ template <typename T>
 inline bool enabled(int device_major, const SpatialSizes& sz) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (device_major < 8) return false;
-    if (sz.cpad / 16 > kMaxFrag || (sz.dpad + sz.dgpad) / 16 > kMaxFrag) return false;
+    if (sz.cpad / 16 > kMaxFrag || sz.dpad / 16 > kMaxFrag || sz.dgpad / 16 > kMaxFrag)
+      return false;
     cudaFuncAttributes attr{};
     if (cudaFuncGetAttributes(&attr, qside_kernel<T, false>) != cudaSuccess) {
       (void)cudaGetLastError();
@@ -354,20 +366,27 @@ inline cudaError_t launch_backward(const T* th, const T* ph, const T* et, const 
                                    cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(sz.npad / kRows), static_cast<unsigned>(sz.batch));
   qside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                        rvec, dtheta, deta, sz);
+                                                        rvec, dtheta, deta, sz, kBoth);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  qside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                       rvec, dtheta, deta, sz);
-  err = cudaGetLastError();
-  if (err != cudaSuccess) return err;
   kside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                       rvec, dmu, dphi, drho, sz);
+                                                       rvec, dmu, dphi, drho, sz, kBoth);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  kside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                        rvec, dmu, dphi, drho, sz);
-  return cudaGetLastError();
+  // d + dg <= 256: both gradient pairs in one launch each; else one launch per pair
+  const bool one = (sz.dpad + sz.dgpad) / 16 <= kMaxFrag;
+  for (const int part : {kBoth, kFirst, kSecond}) {
+    if ((part == kBoth) != one) continue;
+    qside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats,
+                                                         dvec, rvec, dtheta, deta, sz, part);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    kside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats,
+                                                          dvec, rvec, dmu, dphi, drho, sz, part);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace ggnet::cuda::bwd_tc

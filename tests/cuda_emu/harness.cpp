@@ -142,7 +142,7 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
   std::printf("%-4s %-6s B=%d N=%d d=%d dg=%d C=%d:", name_of<T>(), tc ? "tc" : "scalar", B, N,
               d, dg, C);
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;  // the only tensor-core dtype
-  if (tc != (tensor_cores && kBf16 && C <= 256)) {
+  if (tc != (tensor_cores && kBf16 && C <= 256 && d <= 256 && dg <= 256)) {
     std::printf(" (FAIL: unexpected path)");
     ++failures;
   }
@@ -172,7 +172,7 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
   // backward: tensor cores when the launcher says so (f16/bf16, major 8, sizes), else scalar
   const bool tc_bwd = spatial_bwd_uses_tensor_cores(dtype_of<T>(), sz, major);
   const auto r16 = [](int x) { return (x + 15) / 16 * 16; };
-  if (tc_bwd != (tensor_cores && kBf16 && C <= 256 && r16(d) + r16(dg) <= 256)) {
+  if (tc_bwd != (tensor_cores && kBf16 && C <= 256 && r16(d) <= 256 && r16(dg) <= 256)) {
     std::printf(" (FAIL: unexpected backward path)");
     ++failures;
   }
@@ -270,7 +270,8 @@ int main() {
   spatial_case<__nv_bfloat16>(2, 130, 33, 17, 70, 8, true, 1e-2);
   spatial_case<__nv_bfloat16>(1, 140, 64, 32, 130, 9, true, 1e-2);
   spatial_case<__nv_bfloat16>(1, 70, 8, 8, 300, 10, true, 1e-3);  // C > 256: scalar
-  spatial_case<__nv_bfloat16>(1, 50, 136, 130, 24, 11, true, 1e-2);  // d + dg > 256: scalar bwd
+  spatial_case<__nv_bfloat16>(1, 50, 136, 130, 24, 11, true, 1e-2);  // d + dg > 256: split tc bwd
+  spatial_case<__nv_bfloat16>(1, 40, 264, 8, 24, 12, true, 1e-2);  // d > 256: scalar bwd
   // channel operator's fused kernels (one block per row; C > 256 loops)
   channel_case(2, 13, false, 11);
   channel_case(2, 13, true, 12);
