@@ -11,6 +11,7 @@
 // Nothing N x N is ever stored; per block: one 64 x 64 tile in shared memory.
 // bfloat16 on sm_80+ takes the tensor-core kernels of wmma_tiles.cuh instead (same
 // two passes, same outputs) when d, dg, C <= 256 and the tiles fit in shared memory.
+#include "cuda/expm1_unit.cuh"
 #include "cuda/launchers.h"
 #include "cuda/tiles.cuh"
 #include "cuda/wmma_tiles.cuh"
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         float e = 0.f;
         if (row_ok && j0 + tx + 16 * cc < n) {
           const float p = __expf((a[r][cc] - la[r]) + (bb[r][cc] - lb[r]));
-          e = expm1f(p);
+          e = expm1_unit<10>(p);  // float32 weights: degree 10
         }
         sm.w[ty + 16 * r][tx + 16 * cc] = e;
         esum[r] += e;

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/expm1_unit.cuh"
 #include "cuda/launchers.h"
 
 namespace ggnet::cuda::wmma_tiles {
@@ -226,7 +227,8 @@ __global__ void __launch_bounds__(kThreads)
           }
         } else {
           float e = 0.f;
-          if (row_ok && j < n) e = expm1f(__expf((av - la) + (bv - lb)));
+          // degree 7: e is rounded to T (bfloat16, 2^-9) right below
+          if (row_ok && j < n) e = expm1_unit<7>(__expf((av - la) + (bv - lb)));
           // L must sum the same rounded weights the value product uses: then the
           // rounding error multiplies mu_j - mean(mu), not mu_j (which may be large).
           const T e_t = from_float<T>(e);
