@@ -85,7 +85,8 @@ step build 120 1 build.log $PY -m pip install --no-build-isolation --no-deps -e 
 # The backend contract suite and the GPU tests (the issue's fp16/bf16 cases at 64x64,
 # not the CPU-side float64 model); autotuning off (each kernel runs its default
 # configuration: no timing launches); one line per test as it ends (-v); in parallel
-# when pytest-xdist exists.
+# when pytest-xdist exists.  The host emulation of the CUDA kernels (a CPU check, minutes
+# of g++) is left to CI.
 NUM=tests/test_triton_numerics.py
 TESTS="tests/test_backend_contract.py tests/test_triton_gpu.py tests/test_cuda_backend.py
        tests/test_triton_spatial.py tests/test_triton_channel.py
@@ -96,7 +97,7 @@ $PY -c "import xdist" 2> /dev/null && PAR="-n 8"
 step collect 30 0 tests.log $PY -m pytest --collect-only -q $TESTS
 # shellcheck disable=SC2086
 step tests 150 1 tests.log env GGNET_TRITON_AUTOTUNE=0 $PY -m pytest -v -rs $PAR \
-  -p no:cacheprovider --junitxml="$OUT/tests.xml" $TESTS
+  -p no:cacheprovider --junitxml="$OUT/tests.xml" -k "not in_host_emulation" $TESTS
 
 # ----------------------------------------------------------------- bf16 matmul rate
 step matmul 20 1 device.txt $PY -c "
