@@ -41,6 +41,7 @@
 namespace ggnet::cuda::bwd_tc {
 
 using wmma_tiles::from_float;
+using wmma_tiles::rotated_col;
 using wmma_tiles::to_float;
 
 constexpr int kWarps = 4;
@@ -59,13 +60,6 @@ struct alignas(128) WarpSmem {
   T w[6][16 * kLdw];
 };
 
-// Lane l visits its 8 columns of a 16x16 tile (row l/2, columns 8(l%2)..) in the order
-// rotated by l/4: the 32 lanes then read 32 different banks of a float tile at every
-// step (8-way conflicts unrotated) and store the 16-bit weight tiles with at most
-// 2-way conflicts (4-way unrotated).
-__device__ __forceinline__ int rotated_col(int lane, int t) {
-  return (lane & 1) * 8 + ((t + (lane >> 2)) & 7);
-}
 
 namespace wm = nvcuda::wmma;
 using FragAcc = wm::fragment<wm::accumulator, 16, 16, 16, float>;

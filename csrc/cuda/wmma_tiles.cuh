@@ -127,6 +127,15 @@ __device__ __forceinline__ void score_block(
   }
 }
 
+// Lane l of a warp handles row l/2, 8 columns 8(l%2).. of a 16x16 tile in its element-wise
+// steps, visiting them in an order rotated by l/4: at step t the 32 lanes then read 32
+// different banks of a float tile (unrotated: 4 banks, 8-way conflicts) and store a
+// 16-bit tile of leading dimension 72 or 24 with at most 2-way conflicts (4-way
+// unrotated); those leading dimensions keep the fragment loads conflict-free.
+__device__ __forceinline__ int rotated_col(int lane, int t) {
+  return (lane & 1) * 8 + ((t + (lane >> 2)) & 7);
+}
+
 __device__ __forceinline__ void online_push(float& m, float& s, float x) {
   if (x > m) {
     s = s * __expf(m - x) + 1.f;
@@ -176,12 +185,8 @@ __global__ void __launch_bounds__(kThreads)
   const T* mub = mu + b * n * c;
   float* st = stats + b * 3 * n;
 
-  // This lane's row (of the warp's 16) and column half in the element-wise steps.  The
-  // lanes visit their 8 columns in an order rotated by rot = lane / 4: at each step the
-  // 32 lanes then read 32 different banks of the float scratch (unrotated: 4 banks,
-  // 8-way conflicts) and store e with at most 2-way conflicts (was 4-way); the ld = 72
-  // of e keeps its fragment loads conflict-free.
-  const int row = lane >> 1, col8 = (lane & 1) * 8, rot = lane >> 2;
+  // This lane's row (of the warp's 16) in the element-wise steps (columns: rotated_col).
+  const int row = lane >> 1;
   const int64_t i = i0 + warp * 16 + row;
   const bool row_ok = i < n;
   float la = 0.f, lb = 0.f;
@@ -217,7 +222,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncwarp();
 #pragma unroll 2
       for (int t = 0; t < 8; ++t) {
-        const int cl = col8 + ((t + rot) & 7);     // column within the 16-key block
+        const int cl = rotated_col(lane, t);       // column within the 16-key block
         const int64_t j = j0 + kf * 16 + cl;
         const float av = scr_a[row * 16 + cl], bv = scr_b[row * 16 + cl];
         if (kStats) {
@@ -281,7 +286,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncwarp();
 #pragma unroll
       for (int t = 0; t < 8; ++t) {
-        const int cl = col8 + ((t + rot) & 7);
+        const int cl = rotated_col(lane, t);
         const int64_t col = int64_t(f) * 16 + cl;
         if (row_ok && col < c) ob[i * c + col] = (ms[col] + scr_a[row * 16 + cl]) * inv;
       }
