@@ -90,6 +90,25 @@ def _existing_outputs(out_dir: str) -> list[str]:
     return found
 
 
+def fold_runs(run_dir: str, *, data_root: str | None = None, progress: bool = True) -> list:
+    """``(run folder, its config dict, its DataConfig, its dataset)`` for the run in
+    ``run_dir`` or each fold run under it. ``data_root`` replaces the saved dataset folder.
+    Runs of one dataset (the folds) share its source, opened and scanned once
+    (:meth:`DataConfig.build_source`: one ``DataError`` listing every bad file)."""
+    runs, sources = [], {}
+    for rd in run_folders(run_dir):
+        with open(os.path.join(rd, "config.json"), encoding="utf-8") as fh:
+            run_cfg = json.load(fh)
+        data = DataConfig.from_run_config(run_cfg)
+        if data_root is not None:
+            data.data_root = data_root
+        key = json.dumps([data.data, data.data_root, data.data_options], sort_keys=True)
+        if key not in sources:
+            sources[key] = data.build_source(progress=progress)
+        runs.append((rd, run_cfg, data, sources[key]))
+    return runs
+
+
 def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
                  threshold: float = 0.5, overlays: int = 8, out_dir: str | None = None,
                  device: str = "cpu", data_root: str | None = None, method: str | None = None,
@@ -106,23 +125,12 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "
                               f"to replace them or choose another --out")
-    runs = []  # (run folder, its config, its DataConfig, the dataset key)
-    sources = {}  # runs of one dataset (the folds) share its source, scanned once
-    for rd in run_folders(run_dir):
-        with open(os.path.join(rd, "config.json"), encoding="utf-8") as fh:
-            run_cfg = json.load(fh)
-        data = DataConfig.from_run_config(run_cfg)
-        if data_root is not None:
-            data.data_root = data_root
-        key = json.dumps([data.data, data.data_root, data.data_options], sort_keys=True)
-        if key not in sources:
-            sources[key] = data.build_source(progress=progress)
-        runs.append((rd, run_cfg, data, key))
+    runs = fold_runs(run_dir, data_root=data_root, progress=progress)
     os.makedirs(out_dir, exist_ok=True)  # the data is sound: only now is anything written
     rows_per_fold = []
-    for rd, run_cfg, data, key in runs:
+    for rd, run_cfg, data, source in runs:
         rows_per_fold.append(_evaluate_fold(
-            rd, run_cfg, data, sources[key], checkpoint=checkpoint, device=device,
+            rd, run_cfg, data, source, checkpoint=checkpoint, device=device,
             backend=backend, progress=progress, overlay_dir=os.path.join(out_dir, "overlays"),
             overlays=overlays, predictor_options=dict(crf=crf, threshold=threshold,
                                                       crf_params=crf_params)))

@@ -26,10 +26,10 @@ import os
 import numpy as np
 import torch
 
-from ..data.config import DataConfig
 from ..data.transforms import normalize_image
-from ..fileio import atomic_write_csv, atomic_write_text, run_folders, read_json
+from ..fileio import atomic_write_csv, atomic_write_text
 from ..nn.guided_non_local import GuidedNonLocal
+from .evaluate import fold_runs
 from .predict import load_model
 
 TERMS = ("x", "added", "gap", "modulation", "varying")
@@ -105,14 +105,7 @@ def probe_run(run_dir: str, *, checkpoint: str = "last.pt", batch_size: int = 4,
     """Per-test-image rows (``name``, ``fold``, ``gamma``, the norms of ``TERMS``) for one
     run or every fold run under ``run_dir``, at the network input size of training."""
     rows = []
-    for rd in run_folders(run_dir):
-        cfg = read_json(os.path.join(rd, "config.json"))
-        if cfg is None:
-            raise ValueError(f"{rd}/config.json is missing or not valid JSON")
-        data = DataConfig.from_run_config(cfg)
-        if data_root is not None:
-            data.data_root = data_root
-        source = data.build_source(progress=False)
+    for rd, cfg, data, source in fold_runs(run_dir, data_root=data_root, progress=False):
         model, _ = load_model(os.path.join(rd, checkpoint), "cpu", backend="auto")
         test = list(data.split_indices(source)["test"])
         for start in range(0, len(test), batch_size):

@@ -9,11 +9,10 @@ Table 5 convention) and the pooled mean +- std over all 647 images.
 """
 from __future__ import annotations
 
-import csv
 import pathlib
 
+from ggnet_fast.eval.compare import load_scores
 from ggnet_fast.eval.report import fold_table, image_level, markdown_table
-from ggnet_fast.metrics import ALL_METRICS
 
 HERE = pathlib.Path(__file__).resolve().parent
 METHODS = {"ggnet": "GG-Net (paper)", "baseline": "DeepLabV3+", "gap": "GAP for spatial GGB",
@@ -22,14 +21,10 @@ EVALS = {"per_image.csv": "no CRF", "per_image_crf.csv": "dense CRF"}
 
 
 def read_rows(path: pathlib.Path) -> list[dict]:
-    """Per-image rows with float metrics (``nan`` for undefined HD/ABD) and int folds."""
-    with open(path, encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        r["fold"] = int(r["fold"])
-        for m in ALL_METRICS:
-            r[m] = float(r[m]) if r[m] not in ("", None) else float("nan")
-    return rows
+    """Per-image rows (``fold`` as int, the metrics as floats, ``nan`` for undefined
+    HD/ABD), read by ``ggnet compare``'s own reader."""
+    method = load_scores(str(path))
+    return [{"fold": int(method.folds[name]), **scores} for name, scores in method.scores.items()]
 
 
 def tables() -> str:
