@@ -5,8 +5,11 @@ executes, and the time each unit would need on an H100/H200 at peak.
     python benchmarks/roofline.py > table.md
 
 The counts follow ``ggnet_fast/backends/triton/spatial_kernels.py`` as written (its
-default configurations: the forward splits C into chunks of at most 128 for C >= 256,
-and each chunk recomputes the score product).  ALU counts are per pair, counted from
+default 16-bit configurations): the inference forward takes C in chunks of 256 (one at
+C = 256); the training forward computes each score tile twice at C = 256 (two chunks of
+128, or at d + dg > 128 one chunk whose score tile Triton replicates on both
+warpgroups).  Each chunk or replica recomputes the score product, p and the weights.
+ALU counts are per pair, counted from
 the kernel source (each FMA, add, multiply, compare/select, conversion = 1); loads,
 address arithmetic and per-row work are left out (O(1/BLOCK) per pair).  A kernel's
 predicted time is the slowest unit's (perfect overlap): a lower bound, not a
@@ -35,15 +38,15 @@ class PairCost:
         return {unit: pairs * getattr(self, unit) / PEAK[unit] for unit in PEAK}
 
 
-def chunks(c: int) -> int:
-    """C chunks of the forward default configuration (``_c_block``: <= 128 wide for the
-    16-bit defaults, C_SPLIT = 2 of at most 256)."""
-    return max(1, -(-c // 128))
+def chunks(c: int, train: bool) -> int:
+    """How often the forward default configuration computes each score tile: C chunks
+    of 256 in inference, of 128 (or replicas) in training."""
+    return max(1, -(-c // (128 if train else 256)))
 
 
 def kernel_costs(d: int, dg: int, c: int, train: bool) -> dict[str, PairCost]:
     k = d + dg
-    n_c = chunks(c)
+    n_c = chunks(c, train)
     cost = {
         # pass 1: a, b (2 MMAs), two online log-sum-exps: mask x2, sub x2, max x2, add x2
         "fwd_lse": PairCost(2 * k, 2, 8),

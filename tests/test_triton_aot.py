@@ -18,7 +18,7 @@ from ggnet_fast.backends.triton._aot import report_violations
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = os.path.join(ROOT, "benchmarks", "results", "triton_static_sm90.json")
 KEYS = {"kernel", "dtype", "d", "dg", "C", "config", "default", "registers", "spill_bytes",
-        "shared_bytes", "wgmma"}
+        "shared_bytes", "wgmma", "ex2"}
 KERNELS = {"fwd_lse", "fwd", "fwd_o2", "bwd_dq", "bwd_dkv"}
 #: Known exception, measured: float32 (TF32 operands) at d = dg = 256 with C = 512, the
 #: dkv kernel's smallest tiles (16 x 16, 8 warps) still spill 48 bytes per thread.
@@ -53,6 +53,15 @@ def test_every_default_configuration_fits_sm90(tmp_path):
         if key is None or "spills" not in line or found[key]["spill_bytes"] > KNOWN_SPILLS[key]:
             left.append(line)
     assert not left, "\n".join(left)
+    # the inference forward computes each score tile once: one exponential per key
+    # pair, the tile's pairs shared out over the program's threads (Triton replicates a
+    # 64-row score tile on both warpgroups of 8 warps: twice the exponentials)
+    for key, r in found.items():
+        if r["kernel"] == "fwd" and r["dtype"] != "fp32" and r["d"] in (32, 256):
+            cfg = dict(kv.split("=") for kv in r["config"].split(", "))
+            tile = int(cfg["BLOCK_M"]) * int(cfg["BLOCK_N"])
+            assert r["ex2"] * 32 * int(cfg["num_warps"]) == tile, (key, r)
+            assert cfg["C_SPLIT"] == "1", (key, r)  # C = 256 in one chunk
     # the committed report was made from the same default configurations
     committed = defaults(json.load(open(COMMITTED)))
     assert {k: r["config"] for k, r in committed.items()} == \

@@ -17,9 +17,11 @@ really uses (``_config.dot_precision``: TF32 for float32).
 
 ``--json`` writes one object per spatial kernel x dtype x shape x configuration (d = dg)
 with the keys ``kernel, dtype, d, dg, C, config, default, registers, spill_bytes,
-shared_bytes, wgmma, arch, precision`` (``default``: the configuration the kernel runs
-without autotuning, ``GGNET_TRITON_AUTOTUNE=0``); forward kernels have ``fwd`` in their
-name.  Must run with ``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition
+shared_bytes, wgmma, ex2, arch, precision`` (``default``: the configuration the kernel
+runs without autotuning, ``GGNET_TRITON_AUTOTUNE=0``; ``ex2``: exponential instructions
+in the compiled code, which for the forward kernels shows whether a score tile is
+computed once, one exponential per pair and thread share, or replicated over warpgroups);
+forward kernels have ``fwd`` in their name.  Must run with ``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition
 time).
 """
 from __future__ import annotations
@@ -100,7 +102,8 @@ def compile_kernel(kernel, pointers: dict, scalars: dict, constexprs: dict, conf
     ptx = compiled.asm["ptx"]
     regs, spills = _ptxas_stats(ptx, arch)
     return {"kernel": fn.__name__, "shared": compiled.metadata.shared, "regs": regs,
-            "spills": spills, "wgmma": len(re.findall(r"\bwgmma\.mma_async", ptx))}
+            "spills": spills, "wgmma": len(re.findall(r"\bwgmma\.mma_async", ptx)),
+            "ex2": len(re.findall(r"\bex2\.approx", ptx))}
 
 
 def precision_of(dtype: str) -> str:
@@ -239,7 +242,7 @@ def _report_case(args) -> list[dict]:
                 row["error"] = f"{type(stats).__name__}: {str(stats)[:300]}"
             else:
                 row.update(registers=stats["regs"], spill_bytes=stats["spills"],
-                           shared_bytes=stats["shared"], wgmma=stats["wgmma"])
+                           shared_bytes=stats["shared"], wgmma=stats["wgmma"], ex2=stats["ex2"])
             rows.append(row)
     return rows
 

@@ -95,12 +95,33 @@ _LSE = tuned({
     "fp32-narrow": _cfg(_MN, [(64, 32, 4, 1), (128, 32, 8, 1)]),
     "fp32-wide": _cfg(_MN, [(64, 32, 4, 1)]),
 }, dict(BLOCK_M=128, BLOCK_N=128), _class)
+def _fwd_class(args) -> str:
+    """``_class`` plus ``-o2`` for the training forward (``SAVE_O2``: a second 256-wide
+    float32 accumulator), which needs its own tiles."""
+    return _class(args) + ("-o2" if args["SAVE_O2"] else "")
+
+
+# Forward.  Inference (one accumulator): 128 query rows over two warpgroups (8 warps)
+# hold a 256-wide float32 accumulator, so C = 256 is one chunk and the scores, p and
+# the weights are computed once per key pair.  Training (o and o2): two 256-wide
+# accumulators fit 8 warps only at 64 rows, where Triton gives both warpgroups the whole
+# score tile (its layout for chained dots puts all warps along M), so the scores are
+# computed twice either way: 16-bit narrow keeps two chunks of 128 (half the mu
+# traffic), wide and float32 take one chunk over 64 rows (half the K traffic, and for
+# float32 half the work of the four chunks they needed before).
 _FWD = tuned({
-    "narrow": _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 64, 2, 4, 2), (128, 64, 1, 8, 2)]),
-    "wide": _cfg(_MNC, [(64, 32, 2, 4, 2), (128, 32, 2, 8, 2), (64, 32, 4, 4, 2)]),
-    "fp32-narrow": _cfg(_MNC, [(64, 16, 4, 4, 1), (64, 32, 4, 4, 1)]),
-    "fp32-wide": _cfg(_MNC, [(64, 16, 4, 4, 1)]),
-}, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _class)
+    "narrow": _cfg(_MNC, [(128, 64, 1, 8, 2), (128, 32, 1, 8, 2), (128, 64, 2, 8, 2),
+                          (64, 64, 2, 4, 2)]),
+    "wide": _cfg(_MNC, [(128, 16, 1, 8, 2), (128, 32, 1, 8, 2), (64, 32, 1, 8, 2),
+                        (64, 32, 2, 4, 2)]),
+    "fp32-narrow": _cfg(_MNC, [(128, 16, 1, 8, 1), (64, 16, 1, 8, 1), (64, 16, 4, 4, 1)]),
+    "fp32-wide": _cfg(_MNC, [(64, 16, 2, 4, 1), (128, 16, 1, 8, 1), (64, 16, 4, 4, 1)]),
+    "narrow-o2": _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 64, 1, 8, 2), (64, 64, 2, 4, 2)]),
+    "wide-o2": _cfg(_MNC, [(64, 32, 1, 8, 2), (64, 32, 2, 4, 2), (64, 16, 1, 8, 2),
+                           (128, 32, 2, 8, 2)]),
+    "fp32-narrow-o2": _cfg(_MNC, [(64, 16, 1, 8, 1), (64, 16, 2, 8, 1), (64, 16, 4, 4, 1)]),
+    "fp32-wide-o2": _cfg(_MNC, [(64, 16, 2, 4, 1), (64, 16, 4, 4, 1)]),
+}, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _fwd_class)
 _DQ = tuned({
     "narrow": _cfg(_MN, [(64, 32, 8, 2), (64, 64, 8, 2), (128, 64, 8, 2)]),
     "wide": _cfg(_MN, [(32, 16, 8, 2), (32, 32, 8, 2), (32, 32, 4, 2)]),
