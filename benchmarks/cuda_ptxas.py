@@ -28,6 +28,9 @@ NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math"]
 SM_LIMITS = {"80": {"regs": 65536, "smem": 164 * 1024, "max_warps": 64},
              "90": {"regs": 65536, "smem": 228 * 1024, "max_warps": 64}}
 
+#: Warps per block of the tensor-core forward (wmma_tiles.cuh kWarps).
+WMMA_WARPS = 8
+
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED = re.compile(r"Used (\d+) registers(?:, used \d+ barriers)?(?:, (\d+) bytes cumulative "
@@ -56,7 +59,7 @@ def demangle(names: list[str]) -> list[str]:
 
 def short_name(demangled: str) -> str:
     """``kernel<args>`` without namespaces and parameter list:
-    ``spatial_wmma_kernel<__nv_bfloat16, false, 16>``."""
+    ``spatial_wmma_kernel<__nv_bfloat16, false, 8>``."""
     head = demangled.replace("(anonymous namespace)::", "").split("(", 1)[0]
     head = re.sub(r"^void ", "", head)
     base, _, targs = head.partition("<")
@@ -114,12 +117,12 @@ def wmma_forward_smem(d: int, dg: int, c: int, stats: bool, elem: int = 2) -> in
     written out again here because the launcher computes it at run time)."""
     pad16 = lambda x: (x + 15) // 16 * 16  # noqa: E731
     al = lambda b: (b + 127) // 128 * 128  # noqa: E731
-    rows, keys, kpad, warps = 64, 64, 8, 4
+    rows, keys, kpad, row_warps, warps = 64, 64, 8, 4, WMMA_WARPS
     ldq, ldg, ldc = pad16(d) + kpad, pad16(dg) + kpad, pad16(c) + kpad
     total = 2 * al(rows * ldq * elem) + 2 * al(rows * ldg * elem)  # qa, ka; qb, kb
     if not stats:
-        total += al(keys * ldc * elem) + al(warps * 16 * (keys + kpad) * elem)
-    return total + al(warps * 2 * 16 * 16 * 4)
+        total += al(keys * ldc * elem) + al(row_warps * 16 * (keys + kpad) * elem)  # mv, e
+    return total + al(warps * 2 * 16 * 16 * 4) + al(2 * rows * 4 * 4)  # scr, red
 
 
 def blocks_per_sm(registers: int, threads: int, smem: int, arch: str) -> int:
@@ -138,14 +141,15 @@ def occupancy_rows(rows: list[dict], arch: str) -> list[dict]:
     regs = {r["kernel"]: r["registers"] for r in rows}
     out = []
     for d, c in ((32, 256), (64, 256), (128, 256), (256, 256)):
-        for stats, frag in ((True, 1), (False, 16)):
+        for stats, frag in ((True, 1), (False, 8)):
             name = f"spatial_wmma_kernel<__nv_bfloat16, {'true' if stats else 'false'}, {frag}>"
             if name not in regs:
                 continue
             smem = wmma_forward_smem(d, d, c, stats)
             out.append({"kernel": name, "d": d, "dg": d, "C": c, "dynamic_smem": smem,
                         "registers": regs[name],
-                        "blocks_per_sm": blocks_per_sm(regs[name], 128, smem, arch)})
+                        "warps_per_block": WMMA_WARPS,
+                        "blocks_per_sm": blocks_per_sm(regs[name], 32 * WMMA_WARPS, smem, arch)})
     return out
 
 
@@ -158,7 +162,7 @@ def markdown(rows: list[dict], occupancy: list[dict]) -> str:
                      f"{r['static_smem']} |")
     if occupancy:
         lines += ["", "| tensor-core forward | d = dg | C | dynamic smem (KiB) | registers | "
-                  "blocks (x 4 warps) per SM |", "|---|---:|---:|---:|---:|---:|"]
+                  f"blocks (x {WMMA_WARPS} warps) per SM |", "|---|---:|---:|---:|---:|---:|"]
         for o in occupancy:
             lines.append(f"| `{o['kernel']}` | {o['d']} | {o['C']} | "
                          f"{o['dynamic_smem'] / 1024:.1f} | {o['registers']} | {o['blocks_per_sm']} |")

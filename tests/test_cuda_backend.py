@@ -188,6 +188,8 @@ SPATIAL_SIZES = [  # (B, N, d, dg, C): ragged tiles, both load paths, both C var
     (1, 90, 24, 24, 300),      # C > 256: scalar forward and backward even for bf16
     (1, 70, 136, 130, 24),     # d + dg > 256: tensor-core backward in two launches per side
     (1, 50, 264, 8, 24),       # d > 256: scalar forward and backward
+    (1, 20, 8, 8, 48),         # N < 32: the forward's second warp of a pair sees no key
+    (1, 66, 16, 16, 256),      # C = 256: 8 accumulator fragments per forward warp
 ]
 
 

@@ -4,14 +4,21 @@
 // attention: 6e-8 at N = 4096), which float16 holds only as a subnormal or zero, while
 // bfloat16 keeps float32's exponent range.  The kernel is written for any 16-bit T.
 //
-// Block = 4 warps = 128 threads, 64 query rows (16 per warp, FlashAttention-2 style: a
-// warp owns its rows' statistics and output, no inter-warp reductions).  Key tiles of 64.
+// Block = 8 warps = 256 threads, 64 query rows: 4 row blocks of 16 rows, each shared by
+// a pair of warps (halves 0 and 1).  Key tiles of 64.  In a tile, each warp of a pair
+// computes the scores and weights of its half of the keys (32) for the pair's rows, and
+// then the value product of all 64 keys for its half of the C fragments (the first or
+// the second half): no score is computed twice, and each warp holds half of the accumulators, so
+// a block of 8 warps fits where 4 warps with all of them did (twice the warps per SM at
+// d = dg = 256, where shared memory allows one block).  The pair combines its row
+// statistics (lse, L) through shared memory once, at the end.
 // Shared memory (dynamic, opt-in above 48 KiB), all operands in the input dtype T:
 //   qa [64][dpad+8], qb [64][dgpad+8]  theta / eta rows of the block (loaded once)
 //   ka [64][dpad+8], kb [64][dgpad+8]  phi / rho rows of the current key tile
 //   mv [64][cpad+8]                    mu rows of the current key tile (pass 2)
-//   e  [4][16][64+8]                   per-warp e_ij = expm1(p_ij) in T (pass 2)
-//   scr[4][2][16][16] float            per-warp fragment scratch
+//   e  [4][16][64+8]                   per-row-block e_ij = expm1(p_ij) in T (pass 2)
+//   scr[8][2][16][16] float            per-warp fragment scratch
+//   red[2][64][4] float                the pair's row statistics (end of each pass)
 // (xpad = x rounded up to 16; padding rows/columns are zero.)
 //
 // Per key tile and 16-key column block: a = theta phi^T and b = eta rho^T as 16x16x16
@@ -23,7 +30,8 @@
 //                    e rounded to T for the value product, and L += that rounded e
 //                    (float32 sum) so that L and the weights agree.
 // Pass 2 then accumulates acc[16 x cpad] += e[16 x 64] @ mu[64 x cpad] on the tensor
-// cores (float32 fragments in registers, C <= kMaxCFrag * 16), and finally writes
+// cores (float32 fragments in registers, a warp's half of them; C <= 2 kMaxCFrag 16),
+// and finally writes
 // o = (sum_j mu_j + acc) / L.  Only e (|e| < e - 1, full relative precision) is rounded
 // to T; the mean term sum_j mu_j and L stay float32 (docs/kernels.md, "expm1 form").
 #pragma once
@@ -41,10 +49,13 @@
 
 namespace ggnet::cuda::wmma_tiles {
 
-constexpr int kWarps = 4;
+constexpr int kRowWarps = 4;                 // row blocks of 16 query rows
+constexpr int kHalves = 2;                   // warps per row block (key / C halves)
+constexpr int kWarps = kRowWarps * kHalves;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kRows = 16 * kWarps;  // query rows per block
-constexpr int kKeys = 64;           // keys per tile
+constexpr int kRows = 16 * kRowWarps;        // query rows per block
+constexpr int kKeys = 64;                    // keys per tile
+constexpr int kKeyBlocks = kKeys / 16 / kHalves;  // 16-key column blocks per warp
 constexpr int kPad = 8;             // row padding (elements) of the T tiles
 constexpr int kMaxD = 256;          // d, dg limit of this path
 constexpr int kMaxC = 256;          // C limit of this path (16 accumulator fragments)
@@ -55,7 +66,7 @@ __host__ __device__ constexpr int64_t align128(int64_t bytes) { return (bytes + 
 struct Layout {
   int64_t dpad, dgpad, cpad;  // padded feature sizes (multiples of 16)
   int64_t ldq, ldg, ldc;      // leading dimensions (elements) of the T tiles
-  int64_t qa, qb, ka, kb, mv, e, scr, total;
+  int64_t qa, qb, ka, kb, mv, e, scr, red, total;
 
   __host__ __device__ Layout(const SpatialSizes& sz, int64_t elem, bool with_values) {
     dpad = sz.dpad;
@@ -70,8 +81,9 @@ struct Layout {
     ka = off; off += align128(kKeys * ldq * elem);
     kb = off; off += align128(kKeys * ldg * elem);
     mv = off; off += with_values ? align128(kKeys * ldc * elem) : 0;
-    e = off;  off += with_values ? align128(kWarps * 16 * (kKeys + kPad) * elem) : 0;
+    e = off;  off += with_values ? align128(kRowWarps * 16 * (kKeys + kPad) * elem) : 0;
     scr = off; off += align128(kWarps * 2 * 16 * 16 * 4);
+    red = off; off += align128(kHalves * kRows * 4 * 4);
     total = off;
   }
 };
@@ -145,12 +157,17 @@ __device__ __forceinline__ void online_push(float& m, float& s, float x) {
   }
 }
 
-__device__ __forceinline__ void online_merge_pair(float& m, float& s) {
-  const float m2 = __shfl_xor_sync(0xffffffffu, m, 1);
-  const float s2 = __shfl_xor_sync(0xffffffffu, s, 1);
+// (m, s) <- the online state of both halves' keys: (m, s) and (m2, s2).
+__device__ __forceinline__ void online_merge(float& m, float& s, float m2, float s2) {
   const float mm = fmaxf(m, m2);
   if (mm != -INFINITY) s = s * __expf(m - mm) + s2 * __expf(m2 - mm);
   m = mm;
+}
+
+__device__ __forceinline__ void online_merge_pair(float& m, float& s) {
+  const float m2 = __shfl_xor_sync(0xffffffffu, m, 1);
+  const float s2 = __shfl_xor_sync(0xffffffffu, s, 1);
+  online_merge(m, s, m2, s2);
 }
 
 // kStats = true: pass 1 (writes stats[:, 0:2]); false: pass 2 (o and stats[:, 2]).
@@ -173,9 +190,11 @@ __global__ void __launch_bounds__(kThreads)
   T* kb = reinterpret_cast<T*>(smem + lay.kb);
   T* mv = reinterpret_cast<T*>(smem + lay.mv);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  T* ew = reinterpret_cast<T*>(smem + lay.e) + warp * 16 * (kKeys + kPad);
+  const int rw = warp % kRowWarps, half = warp / kRowWarps;  // row block, half
+  T* ew = reinterpret_cast<T*>(smem + lay.e) + rw * 16 * (kKeys + kPad);
   float* scr_a = reinterpret_cast<float*>(smem + lay.scr) + warp * 2 * 256;
   float* scr_b = scr_a + 256;
+  float* red = reinterpret_cast<float*>(smem + lay.red);  // [kHalves][kRows][4]
 
   const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kRows;
   const T* th = theta + b * n * d;
@@ -187,7 +206,8 @@ __global__ void __launch_bounds__(kThreads)
 
   // This lane's row (of the warp's 16) in the element-wise steps (columns: rotated_col).
   const int row = lane >> 1;
-  const int64_t i = i0 + warp * 16 + row;
+  const int brow = rw * 16 + row;  // row within the block
+  const int64_t i = i0 + brow;
   const bool row_ok = i < n;
   float la = 0.f, lb = 0.f;
   if (!kStats && row_ok) {
@@ -196,7 +216,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   float ma = -INFINITY, sa = 0.f, mb = -INFINITY, sb = 0.f;  // pass 1 state
   float esum = 0.f;                                          // pass 2: sum_j e_ij
-  const int ncf = static_cast<int>(lay.cpad / 16);
+  const int ncf = static_cast<int>(lay.cpad / 16);  // C fragments
+  // this half's C fragments: half * nhf + f for f < nhf (a contiguous half; interleaved
+  // halves made ptxas spill on sm_80)
+  const int nhf = (ncf + 1) / 2;
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxCFrag];
 #pragma unroll
@@ -213,10 +236,10 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
 #pragma unroll 1
-    for (int kf = 0; kf < kKeys / 16; ++kf) {
+    for (int kf = half * kKeyBlocks; kf < (half + 1) * kKeyBlocks; ++kf) {  // this half's keys
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> fa, fb;
-      score_block(fa, qa + warp * 16 * lay.ldq, ka + kf * 16 * lay.ldq, lay.ldq, lay.dpad);
-      score_block(fb, qb + warp * 16 * lay.ldg, kb + kf * 16 * lay.ldg, lay.ldg, lay.dgpad);
+      score_block(fa, qa + rw * 16 * lay.ldq, ka + kf * 16 * lay.ldq, lay.ldq, lay.dpad);
+      score_block(fb, qb + rw * 16 * lay.ldg, kb + kf * 16 * lay.ldg, lay.ldg, lay.dgpad);
       wmma::store_matrix_sync(scr_a, fa, 16, wmma::mem_row_major);
       wmma::store_matrix_sync(scr_b, fb, 16, wmma::mem_row_major);
       __syncwarp();
@@ -245,28 +268,38 @@ __global__ void __launch_bounds__(kThreads)
     }
 
     if (!kStats) {
-#pragma unroll
+      __syncthreads();  // both halves' e of the row block are in ew
+#pragma unroll 1
       for (int kk = 0; kk < kKeys / 16; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fe;
         wmma::load_matrix_sync(fe, ew + kk * 16, kKeys + kPad);
 #pragma unroll
         for (int f = 0; f < kMaxCFrag; ++f) {
-          if (f < ncf) {
+          const int cf = half * nhf + f;
+          if (f < nhf && cf < ncf) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fm;
-            wmma::load_matrix_sync(fm, mv + kk * 16 * lay.ldc + f * 16,
+            wmma::load_matrix_sync(fm, mv + kk * 16 * lay.ldc + cf * 16,
                                    static_cast<unsigned>(lay.ldc));
             wmma::mma_sync(acc[f], fe, fm, acc[f]);
           }
         }
       }
-      __syncwarp();  // e is rewritten in the next key tile
+      // ew, ka, kb, mv are rewritten after the next tile's first __syncthreads
     }
   }
 
   if (kStats) {
     online_merge_pair(ma, sa);
     online_merge_pair(mb, sb);
-    if (row_ok && (lane & 1) == 0) {
+    if (half == 1 && (lane & 1) == 0) {  // hand this half's keys to the pair's half 0
+      float* r = red + brow * 4;
+      r[0] = ma, r[1] = sa, r[2] = mb, r[3] = sb;
+    }
+    __syncthreads();
+    if (half == 0 && row_ok && (lane & 1) == 0) {
+      const float* r = red + brow * 4;
+      online_merge(ma, sa, r[0], r[1]);
+      online_merge(mb, sb, r[2], r[3]);
       st[i] = ma + logf(sa);
       st[n + i] = mb + logf(sb);
     }
@@ -274,24 +307,28 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   esum += __shfl_xor_sync(0xffffffffu, esum, 1);
-  const float lsum = float(n) + esum;
-  if (row_ok && (lane & 1) == 0) st[2 * n + i] = lsum;
+  if ((lane & 1) == 0) red[half * kRows + brow] = esum;
+  __syncthreads();
+  // both halves add the two partial sums in the same order: the same L
+  const float lsum = float(n) + (red[brow] + red[kRows + brow]);
+  if (half == 0 && row_ok && (lane & 1) == 0) st[2 * n + i] = lsum;
   const float inv = 1.f / lsum;
   float* ob = o + b * n * c;
   const float* ms = musum + b * c;
 #pragma unroll
   for (int f = 0; f < kMaxCFrag; ++f) {
-    if (f < ncf) {
-      wmma::store_matrix_sync(scr_a, acc[f], 16, wmma::mem_row_major);
-      __syncwarp();
+    // every warp takes every step (the barriers stay block-uniform); fragments past
+    // this half's (f >= nhf: zeros) are not written
+    const int cf = half * nhf + f;
+    wmma::store_matrix_sync(scr_a, acc[f], 16, wmma::mem_row_major);
+    __syncwarp();
 #pragma unroll
-      for (int t = 0; t < 8; ++t) {
-        const int cl = rotated_col(lane, t);
-        const int64_t col = int64_t(f) * 16 + cl;
-        if (row_ok && col < c) ob[i * c + col] = (ms[col] + scr_a[row * 16 + cl]) * inv;
-      }
-      __syncwarp();
+    for (int t = 0; t < 8; ++t) {
+      const int cl = rotated_col(lane, t);
+      const int64_t col = int64_t(cf) * 16 + cl;
+      if (row_ok && f < nhf && col < c) ob[i * c + col] = (ms[col] + scr_a[row * 16 + cl]) * inv;
     }
+    __syncwarp();
   }
 #endif
 }
@@ -350,8 +387,10 @@ inline cudaError_t launch_forward(const T* th, const T* ph, const T* et, const T
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     cudaError_t err = launch_one<T, true, 1>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
     if (err != cudaSuccess) return err;
-    if (sz.c <= 64) return launch_one<T, false, 4>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
-    return launch_one<T, false, kMaxC / 16>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
+    // fragments per warp: half of C's 16-column fragments
+    if (sz.c <= 64) return launch_one<T, false, 2>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
+    return launch_one<T, false, kMaxC / 16 / kHalves>(th, ph, et, rh, mv, musum, o, stats, sz,
+                                                      stream);
   } else {
     return cudaErrorNotSupported;
   }

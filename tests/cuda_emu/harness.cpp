@@ -272,6 +272,9 @@ int main() {
   spatial_case<__nv_bfloat16>(1, 70, 8, 8, 300, 10, true, 1e-3);  // C > 256: scalar
   spatial_case<__nv_bfloat16>(1, 50, 136, 130, 24, 11, true, 1e-2);  // d + dg > 256: split tc bwd
   spatial_case<__nv_bfloat16>(1, 40, 264, 8, 24, 12, true, 1e-2);  // d > 256: scalar bwd
+  // forward warp pairs: N < 32 leaves half 1 without keys; C <= 64 with 3 fragments (2 + 1)
+  spatial_case<__nv_bfloat16>(1, 20, 8, 8, 48, 13, true, 1e-2);
+  spatial_case<__nv_bfloat16>(1, 66, 16, 16, 256, 14, true, 1e-2);  // C = 256: 8 fragments each
   // channel operator's fused kernels (one block per row; C > 256 loops)
   channel_case(2, 13, false, 11);
   channel_case(2, 13, true, 12);
