@@ -17,11 +17,11 @@ really uses (``_config.dot_precision``: TF32 for float32).
 
 ``--json`` writes one object per spatial kernel x dtype x shape x configuration (d = dg)
 with the keys ``kernel, dtype, d, dg, C, config, default, registers, spill_bytes,
-shared_bytes, wgmma, ex2, arch, precision`` (``default``: the configuration the kernel
-runs without autotuning, ``GGNET_TRITON_AUTOTUNE=0``; ``ex2``: exponential instructions
-in the compiled code, which for the forward kernels shows whether a score tile is
-computed once, one exponential per pair and thread share, or replicated over warpgroups);
-forward kernels have ``fwd`` in their name.  Must run with ``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition
+shared_bytes, wgmma, ex2, replication, arch, precision`` (``default``: the configuration
+the kernel runs without autotuning, ``GGNET_TRITON_AUTOTUNE=0``; ``ex2``: exponential
+instructions in the compiled code; ``replication``: how many times a program computes
+each score of its tile, from ``ex2``: 1, or 2-8 where Triton's layout gives several warps
+the same scores); forward kernels have ``fwd`` in their name.  Must run with ``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition
 time).
 """
 from __future__ import annotations
@@ -221,6 +221,24 @@ def _compile_one(kernel, pointers, scalars, consts, config, arch, dims):
         return exc
 
 
+#: Exponentials per key pair in the source of the kernels whose score tile feeds a
+#: second product (the backward's float16 row scaling adds a per-row ``exp2``, so its
+#: rows get no replication figure; they share bfloat16's layouts).
+_EXPS_PER_PAIR = {"fwd": 1, "fwd_o2": 1, "bwd_dq": 2, "bwd_dkv": 2}
+
+
+def replication(label: str, dtype: str, config, ex2: int) -> float | None:
+    """How many times the program computes each score of its tile: exponential
+    instructions x threads / (tile pairs x exponentials per pair); 1 when the tile is
+    shared out over the threads, 2 or more when Triton's layout gives several warps
+    the same scores (``None`` where the count says nothing)."""
+    exps = _EXPS_PER_PAIR.get(label)
+    if exps is None or (dtype == "fp16" and label.startswith("bwd")):
+        return None
+    tile = config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
+    return ex2 * 32 * config.num_warps / (tile * exps)
+
+
 def _config_text(config) -> str:
     kw = ", ".join(f"{k}={v}" for k, v in config.kwargs.items())
     return f"{kw}, num_warps={config.num_warps}, num_stages={config.num_stages}"
@@ -242,7 +260,8 @@ def _report_case(args) -> list[dict]:
                 row["error"] = f"{type(stats).__name__}: {str(stats)[:300]}"
             else:
                 row.update(registers=stats["regs"], spill_bytes=stats["spills"],
-                           shared_bytes=stats["shared"], wgmma=stats["wgmma"], ex2=stats["ex2"])
+                           shared_bytes=stats["shared"], wgmma=stats["wgmma"], ex2=stats["ex2"],
+                           replication=replication(label, dtype, config, stats["ex2"]))
             rows.append(row)
     return rows
 

@@ -95,6 +95,8 @@ _LSE = tuned({
     "fp32-narrow": _cfg(_MN, [(64, 32, 4, 1), (128, 32, 8, 1)]),
     "fp32-wide": _cfg(_MN, [(64, 32, 4, 1)]),
 }, dict(BLOCK_M=128, BLOCK_N=128), _class)
+
+
 def _fwd_class(args) -> str:
     """``_class`` plus ``-o2`` for the training forward (``SAVE_O2``: a second 256-wide
     float32 accumulator), which needs its own tiles."""
@@ -122,21 +124,50 @@ _FWD = tuned({
     "fp32-narrow-o2": _cfg(_MNC, [(64, 16, 1, 8, 1), (64, 16, 2, 8, 1), (64, 16, 4, 4, 1)]),
     "fp32-wide-o2": _cfg(_MNC, [(64, 16, 2, 4, 1), (64, 16, 4, 4, 1)]),
 }, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _fwd_class)
-_DQ = tuned({
-    "narrow": _cfg(_MN, [(64, 32, 8, 2), (64, 64, 8, 2), (128, 64, 8, 2)]),
-    "wide": _cfg(_MN, [(32, 16, 8, 2), (32, 32, 8, 2), (32, 32, 4, 2)]),
-    "fp32-narrow": _cfg(_MN, [(16, 16, 8, 1), (16, 16, 4, 1)]),
-    "fp32-wide": _cfg(_MN, [(16, 16, 8, 1)]),
-}, dict(BLOCK_M=128, BLOCK_N=128), _class)
-_DKV = tuned({
+def _bwd_tuned(lists: dict) -> dict:
+    """``tuned`` for a backward kernel.  Class of a launch: float32 or 16-bit; narrow
+    (d + dg <= 128), wide (<= 256) or xwide (the released d = dg = 256); ``-bigc`` for
+    C > 256 where ``lists`` has such a class (dkv's dmu accumulator is C wide)."""
+    def pick(args) -> str:
+        k = args["D"] + args["DG"]
+        key = (("fp32-" if args["Q"].dtype == torch.float32 else "")
+               + ("narrow" if k <= 128 else "wide" if k <= 256 else "xwide"))
+        return key + "-bigc" if args["C"] > 256 and key + "-bigc" in lists else key
+    return tuned(lists, dict(BLOCK_M=128, BLOCK_N=128), pick)
+
+
+# Backward tiles.  Triton lays a dot whose result feeds another dot ("chained", as the
+# score tile feeds dtheta = da phi) with all warps along one axis: along the rows when
+# the chained product is taller than wide (d = 32: dtheta is BLOCK_M x 32), along the
+# columns otherwise.  A score tile narrower than its warps then is *replicated*: with 8
+# warps, a 32 x 16 score tile along the columns (d = 256) is computed 4 times, and so
+# are its exponentials and weights (the static report's ``replication``).  The defaults
+# below are replication-free wherever such tiles compile without spills; where none
+# does (float32 at d = dg = 256, and C = 512 in dkv) they keep the 8-warp tiles, whose
+# replication spreads the d- and C-wide accumulators over more registers.
+_DQ = _bwd_tuned({
+    "narrow": _cfg(_MN, [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2), (64, 32, 8, 2)]),
+    "wide": _cfg(_MN, [(16, 32, 4, 2), (32, 64, 8, 2), (32, 32, 4, 2), (32, 16, 8, 2)]),
+    "xwide": _cfg(_MN, [(16, 32, 4, 2), (32, 64, 8, 2), (32, 16, 8, 2)]),
+    "fp32-narrow": _cfg(_MN, [(16, 32, 4, 1), (64, 16, 4, 1), (16, 16, 8, 1)]),
+    "fp32-wide": _cfg(_MN, [(16, 32, 4, 1), (16, 16, 8, 1)]),
+    "fp32-wide-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
+    "fp32-xwide": _cfg(_MN, [(16, 16, 8, 1)]),
+})
+_DKV = _bwd_tuned({
     # (32, 64, 8, 2): 64 key rows, so every product of the kernel is a wgmma on sm_90
-    # (46-86 per kernel); at d = 32, C = 256 it compiles without spills, elsewhere it
-    # spills 12-290 bytes, so it is an autotuning candidate, not the default
-    "narrow": _cfg(_MN, [(32, 16, 8, 2), (16, 16, 4, 2), (64, 32, 8, 2), (32, 64, 8, 2)]),
-    "wide": _cfg(_MN, [(16, 16, 8, 2), (16, 16, 4, 2)]),
-    "fp32-narrow": _cfg(_MN, [(16, 16, 8, 1)]),
-    "fp32-wide": _cfg(_MN, [(16, 16, 8, 1)]),
-}, dict(BLOCK_M=128, BLOCK_N=128), _class)
+    # (46-86 per kernel), but the score tile is replicated twice and it spills 12-290
+    # bytes outside d = 32, C = 256: an autotuning candidate, not the default
+    "narrow": _cfg(_MN, [(32, 16, 4, 2), (32, 16, 8, 2), (16, 16, 4, 2), (32, 64, 8, 2)]),
+    "wide": _cfg(_MN, [(32, 16, 4, 2), (16, 16, 8, 2), (16, 16, 4, 2)]),
+    "xwide": _cfg(_MN, [(32, 16, 4, 2), (16, 16, 8, 2)]),
+    "xwide-bigc": _cfg(_MN, [(16, 16, 8, 2), (16, 16, 4, 2)]),
+    "fp32-narrow": _cfg(_MN, [(32, 16, 4, 1), (16, 16, 8, 1)]),
+    "fp32-narrow-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
+    "fp32-wide": _cfg(_MN, [(32, 16, 4, 1), (16, 16, 8, 1)]),
+    "fp32-wide-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
+    "fp32-xwide": _cfg(_MN, [(16, 16, 8, 1)]),
+})
 
 
 def _c_block(c: int, split: int) -> int:
