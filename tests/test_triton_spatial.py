@@ -78,6 +78,29 @@ def test_small_tiles_multiple_c_chunks(seed, monkeypatch):
     check(make_inputs(2, 7 * 9, 5, 3, 40, torch.float32), torch.float32, seed)
 
 
+def _default_tiles():
+    """(kernel name, class, default configuration dict) of every GPU tile list."""
+    out = []
+    for name, lists in (("_lse_kernel", tspatial._LSE_TILES), ("_fwd_kernel", tspatial._FWD_TILES),
+                        ("_bwd_dq_kernel", tspatial._DQ_TILES),
+                        ("_bwd_dkv_kernel", tspatial._DKV_TILES)):
+        out += [(name, cls, rows[0]) for cls, rows in lists.items()]
+    return out
+
+
+@pytest.mark.parametrize("kernel, cls, tiles", _default_tiles(),
+                         ids=[f"{k.strip('_')}-{c}" for k, c, _ in _default_tiles()])
+def test_every_default_tile_shape(seed, monkeypatch, kernel, cls, tiles):
+    """Each kernel with each GPU default tile shape (the interpreter otherwise runs its
+    own large tiles): ragged row and key tiles (N = 150), and C = 40 in one chunk of 64
+    or several of 32 / 16, against float64."""
+    meta = {k: v for k, v in tiles.items() if k not in ("num_warps", "num_stages")}
+    monkeypatch.setattr(getattr(tspatial, kernel), "configs",
+                        [triton.Config(meta, num_warps=tiles["num_warps"],
+                                       num_stages=tiles["num_stages"])])
+    check(make_inputs(1, 150, 5, 3, 40, torch.float32), torch.float32, seed)
+
+
 def test_autograd_saves_only_per_row_statistics(seed):
     """Nothing N x N is saved: only the inputs and O(N) tensors (o, stats, o2)."""
     batch, n, d, dg, c = 2, 23 * 17, 5, 3, 6

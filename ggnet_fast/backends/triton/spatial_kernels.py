@@ -89,12 +89,14 @@ _MNC = ("BLOCK_M", "BLOCK_N", "C_SPLIT", "num_warps", "num_stages")
 # without spills and within 227 KB of shared memory at d = dg in {32, 64, 128, 256},
 # C in {256, 512}; the rest are autotuning candidates.  Forward tiles have BLOCK_M >= 64
 # so the products run as wgmma on sm_90.
-_LSE = tuned({
+#: Tile lists per configuration class (first = default), kept by name for the tests.
+_LSE_TILES = {
     "narrow": _cfg(_MN, [(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]),
     "wide": _cfg(_MN, [(128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)]),
     "fp32-narrow": _cfg(_MN, [(64, 32, 4, 1), (128, 32, 8, 1)]),
     "fp32-wide": _cfg(_MN, [(64, 32, 4, 1)]),
-}, dict(BLOCK_M=128, BLOCK_N=128), _class)
+}
+_LSE = tuned(_LSE_TILES, dict(BLOCK_M=128, BLOCK_N=128), _class)
 
 
 def _fwd_class(args) -> str:
@@ -111,7 +113,7 @@ def _fwd_class(args) -> str:
 # computed twice either way: 16-bit narrow keeps two chunks of 128 (half the mu
 # traffic), wide and float32 take one chunk over 64 rows (half the K traffic, and for
 # float32 half the work of the four chunks they needed before).
-_FWD = tuned({
+_FWD_TILES = {
     "narrow": _cfg(_MNC, [(128, 64, 1, 8, 2), (128, 32, 1, 8, 2), (128, 64, 2, 8, 2),
                           (64, 64, 2, 4, 2)]),
     "wide": _cfg(_MNC, [(128, 16, 1, 8, 2), (128, 32, 1, 8, 2), (64, 32, 1, 8, 2),
@@ -123,7 +125,8 @@ _FWD = tuned({
                            (128, 32, 2, 8, 2)]),
     "fp32-narrow-o2": _cfg(_MNC, [(64, 16, 1, 8, 1), (64, 16, 2, 8, 1), (64, 16, 4, 4, 1)]),
     "fp32-wide-o2": _cfg(_MNC, [(64, 16, 2, 4, 1), (64, 16, 4, 4, 1)]),
-}, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _fwd_class)
+}
+_FWD = tuned(_FWD_TILES, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _fwd_class)
 def _bwd_tuned(lists: dict) -> dict:
     """``tuned`` for a backward kernel.  Class of a launch: float32 or 16-bit; narrow
     (d + dg <= 128), wide (<= 256) or xwide (the released d = dg = 256); ``-bigc`` for
@@ -145,7 +148,7 @@ def _bwd_tuned(lists: dict) -> dict:
 # below are replication-free wherever such tiles compile without spills; where none
 # does (float32 at d = dg = 256, and C = 512 in dkv) they keep the 8-warp tiles, whose
 # replication spreads the d- and C-wide accumulators over more registers.
-_DQ = _bwd_tuned({
+_DQ_TILES = {
     "narrow": _cfg(_MN, [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2), (64, 32, 8, 2)]),
     "wide": _cfg(_MN, [(16, 32, 4, 2), (32, 64, 8, 2), (32, 32, 4, 2), (32, 16, 8, 2)]),
     "xwide": _cfg(_MN, [(16, 32, 4, 2), (32, 64, 8, 2), (32, 16, 8, 2)]),
@@ -153,8 +156,9 @@ _DQ = _bwd_tuned({
     "fp32-wide": _cfg(_MN, [(16, 32, 4, 1), (16, 16, 8, 1)]),
     "fp32-wide-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
     "fp32-xwide": _cfg(_MN, [(16, 16, 8, 1)]),
-})
-_DKV = _bwd_tuned({
+}
+_DQ = _bwd_tuned(_DQ_TILES)
+_DKV_TILES = {
     # (32, 64, 8, 2): 64 key rows, so every product of the kernel is a wgmma on sm_90
     # (46-86 per kernel), but the score tile is replicated twice and it spills 12-290
     # bytes outside d = 32, C = 256: an autotuning candidate, not the default
@@ -167,7 +171,8 @@ _DKV = _bwd_tuned({
     "fp32-wide": _cfg(_MN, [(32, 16, 4, 1), (16, 16, 8, 1)]),
     "fp32-wide-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
     "fp32-xwide": _cfg(_MN, [(16, 16, 8, 1)]),
-})
+}
+_DKV = _bwd_tuned(_DKV_TILES)
 
 
 def _c_block(c: int, split: int) -> int:
