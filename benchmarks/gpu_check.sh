@@ -138,7 +138,8 @@ PROVIDERS="(triton or cuda or compile or eager)"
 bench() {  # NAME LIMIT FILE -k EXPRESSION
   local name=$1 limit=$2 file=$3 expr=$4
   if [ "$DRY" = 1 ]; then  # the selection must exist on the GPU: check it collects
-    step "$name-collect" 60 0 bench.log $PY -m pytest "$file" --collect-only -q -k "$expr"
+    step "$name-collect" 60 0 bench.log env GGNET_BENCH_GPU_GRID=1 \
+      $PY -m pytest "$file" --collect-only -q -k "$expr"
   fi
   step "$name" "$limit" 1 bench.log $PY -m pytest "$file" --benchmark-only -q -p no:cacheprovider \
     -k "$expr" --benchmark-json="$PARTS/$name.json"
