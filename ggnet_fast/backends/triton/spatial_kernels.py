@@ -24,6 +24,9 @@ in the default one-pass variant, o2 [B, N, C].  Nothing N x N exists in memory.
 from __future__ import annotations
 
 
+import functools
+import types
+
 import torch
 import triton
 import triton.language as tl
@@ -108,11 +111,11 @@ def _fwd_class(args) -> str:
 # Forward.  Inference (one accumulator): 128 query rows over two warpgroups (8 warps)
 # hold a 256-wide float32 accumulator, so C = 256 is one chunk and the scores, p and
 # the weights are computed once per key pair.  Training (o and o2): two 256-wide
-# accumulators fit 8 warps only at 64 rows, where Triton gives both warpgroups the whole
-# score tile (its layout for chained dots puts all warps along M), so the scores are
-# computed twice either way: 16-bit narrow keeps two chunks of 128 (half the mu
-# traffic), wide and float32 take one chunk over 64 rows (half the K traffic, and for
-# float32 half the work of the four chunks they needed before).
+# accumulators fit 8 warps only at 64 query rows, where Triton gives both warpgroups the
+# whole score tile (its layout for chained dots puts all warps along the rows), so the
+# 16-bit defaults run two chunks of 128 on 128 rows instead: the scores are computed
+# twice either way, and 128 rows halve the L2 traffic (docs/roofline.md).  float32
+# takes one chunk over 64 rows (replicated; it needed four chunks before).
 _FWD_TILES = {
     "narrow": _cfg(_MNC, [(128, 64, 1, 8, 2), (128, 32, 1, 8, 2), (128, 64, 2, 8, 2),
                           (64, 64, 2, 4, 2)]),
@@ -121,37 +124,49 @@ _FWD_TILES = {
     "fp32-narrow": _cfg(_MNC, [(128, 16, 1, 8, 1), (64, 16, 1, 8, 1), (64, 16, 4, 4, 1)]),
     "fp32-wide": _cfg(_MNC, [(64, 16, 2, 4, 1), (128, 16, 1, 8, 1), (64, 16, 4, 4, 1)]),
     "narrow-o2": _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 64, 1, 8, 2), (64, 64, 2, 4, 2)]),
-    "wide-o2": _cfg(_MNC, [(64, 32, 1, 8, 2), (64, 32, 2, 4, 2), (64, 16, 1, 8, 2),
-                           (128, 32, 2, 8, 2)]),
+    "wide-o2": _cfg(_MNC, [(128, 32, 2, 8, 2), (64, 32, 1, 8, 2), (64, 32, 2, 4, 2),
+                           (64, 16, 1, 8, 2)]),
     "fp32-narrow-o2": _cfg(_MNC, [(64, 16, 1, 8, 1), (64, 16, 2, 8, 1), (64, 16, 4, 4, 1)]),
     "fp32-wide-o2": _cfg(_MNC, [(64, 16, 2, 4, 1), (64, 16, 4, 4, 1)]),
 }
 _FWD = tuned(_FWD_TILES, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _fwd_class)
+def _bwd_class(lists: dict, args) -> str:
+    """Class of a backward launch: float32 or 16-bit; narrow (d + dg <= 128), wide
+    (<= 256) or xwide (the released d = dg = 256); ``-bigc`` for C > 256 where ``lists``
+    has such a class (dkv's dmu accumulator is C wide)."""
+    k = args["D"] + args["DG"]
+    key = (("fp32-" if args["Q"].dtype == torch.float32 else "")
+           + ("narrow" if k <= 128 else "wide" if k <= 256 else "xwide"))
+    return key + "-bigc" if args["C"] > 256 and key + "-bigc" in lists else key
+
+
 def _bwd_tuned(lists: dict) -> dict:
-    """``tuned`` for a backward kernel.  Class of a launch: float32 or 16-bit; narrow
-    (d + dg <= 128), wide (<= 256) or xwide (the released d = dg = 256); ``-bigc`` for
-    C > 256 where ``lists`` has such a class (dkv's dmu accumulator is C wide)."""
-    def pick(args) -> str:
-        k = args["D"] + args["DG"]
-        key = (("fp32-" if args["Q"].dtype == torch.float32 else "")
-               + ("narrow" if k <= 128 else "wide" if k <= 256 else "xwide"))
-        return key + "-bigc" if args["C"] > 256 and key + "-bigc" in lists else key
-    return tuned(lists, dict(BLOCK_M=128, BLOCK_N=128), pick)
+    """``tuned`` for a backward kernel with its tile lists."""
+    return tuned(lists, dict(BLOCK_M=128, BLOCK_N=128), functools.partial(_bwd_class, lists))
 
 
-# Backward tiles.  Triton lays a dot whose result feeds another dot ("chained", as the
-# score tile feeds dtheta = da phi) with all warps along one axis: along the rows when
-# the chained product is taller than wide (d = 32: dtheta is BLOCK_M x 32), along the
-# columns otherwise.  A score tile narrower than its warps then is *replicated*: with 8
-# warps, a 32 x 16 score tile along the columns (d = 256) is computed 4 times, and so
-# are its exponentials and weights (the static report's ``replication``).  The defaults
-# below are replication-free wherever such tiles compile without spills; where none
-# does (float32 at d = dg = 256, and C = 512 in dkv) they keep the 8-warp tiles, whose
-# replication spreads the d- and C-wide accumulators over more registers.
+# Backward tiles.  Two costs decide them (docs/roofline.md):
+#  * L2 traffic: every program streams the other side's rows (phi, rho, mu for dq;
+#    theta, eta, dol for dkv) for all N keys, so the bytes read from L2 are
+#    proportional to N^2 / BLOCK_M; at 16 or 32 rows they, not the tensor cores, bound
+#    the kernel.  Tiles of 64-128 rows.
+#  * Replication: Triton lays a dot whose result feeds another dot ("chained", as the
+#    score tile feeds dtheta = da phi) with all warps along one axis (wgmma: the rows;
+#    mma.sync: the rows when the chained product is at least as tall as wide, else the
+#    columns).  A score tile smaller than its warps' span is *replicated*: each copy
+#    computes the same scores, exponentials and weights (the static report's
+#    ``replication``, measured from the compiled code).
+# The defaults are the largest row tiles that compile without spills; they are
+# replication-free except dq at d + dg > 256 and d + dg in (128, 256] with C > 256
+# (64 rows on two warpgroups: 2 copies, for a quarter of the L2 traffic of a
+# replication-free 16-row tile), and float32 (16 x 16 on 8 warps at d + dg > 256 or
+# C > 256: 4 copies; the d- and C-wide accumulators need the registers of 8 warps).
 _DQ_TILES = {
-    "narrow": _cfg(_MN, [(64, 32, 4, 2), (128, 32, 8, 2), (64, 16, 4, 2), (64, 32, 8, 2)]),
-    "wide": _cfg(_MN, [(16, 32, 4, 2), (32, 64, 8, 2), (32, 32, 4, 2), (32, 16, 8, 2)]),
-    "xwide": _cfg(_MN, [(16, 32, 4, 2), (32, 64, 8, 2), (32, 16, 8, 2)]),
+    "narrow": _cfg(_MN, [(128, 32, 8, 2), (64, 32, 4, 2), (64, 16, 4, 2), (64, 32, 8, 2)]),
+    "narrow-bigc": _cfg(_MN, [(64, 32, 4, 2), (64, 16, 4, 2)]),
+    "wide": _cfg(_MN, [(128, 16, 8, 2), (64, 16, 8, 2), (32, 64, 8, 2), (16, 32, 4, 2)]),
+    "wide-bigc": _cfg(_MN, [(64, 16, 8, 2), (32, 64, 8, 2), (16, 32, 4, 2)]),
+    "xwide": _cfg(_MN, [(64, 16, 8, 2), (32, 64, 8, 2), (16, 32, 4, 2)]),
     "fp32-narrow": _cfg(_MN, [(16, 32, 4, 1), (64, 16, 4, 1), (16, 16, 8, 1)]),
     "fp32-wide": _cfg(_MN, [(16, 32, 4, 1), (16, 16, 8, 1)]),
     "fp32-wide-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
@@ -159,13 +174,13 @@ _DQ_TILES = {
 }
 _DQ = _bwd_tuned(_DQ_TILES)
 _DKV_TILES = {
-    # (32, 64, 8, 2): 64 key rows, so every product of the kernel is a wgmma on sm_90
-    # (46-86 per kernel), but the score tile is replicated twice and it spills 12-290
-    # bytes outside d = 32, C = 256: an autotuning candidate, not the default
-    "narrow": _cfg(_MN, [(32, 16, 4, 2), (32, 16, 8, 2), (16, 16, 4, 2), (32, 64, 8, 2)]),
-    "wide": _cfg(_MN, [(32, 16, 4, 2), (16, 16, 8, 2), (16, 16, 4, 2)]),
-    "xwide": _cfg(_MN, [(32, 16, 4, 2), (16, 16, 8, 2)]),
-    "xwide-bigc": _cfg(_MN, [(16, 16, 8, 2), (16, 16, 4, 2)]),
+    # (32, 64, 8, 2): 64 query columns, so every product of the kernel is a wgmma on
+    # sm_90 (46-102 per kernel), but the score tile is replicated twice and it spills
+    # 12-556 bytes outside d = 32, C = 256: an autotuning candidate, not the default
+    "narrow": _cfg(_MN, [(128, 16, 8, 2), (32, 16, 4, 2), (32, 64, 8, 2)]),
+    "narrow-bigc": _cfg(_MN, [(32, 16, 4, 2), (32, 16, 8, 2)]),
+    "wide": _cfg(_MN, [(64, 16, 8, 2), (32, 16, 4, 2), (16, 16, 8, 2)]),
+    "xwide": _cfg(_MN, [(64, 16, 8, 2), (32, 16, 4, 2), (16, 16, 8, 2)]),
     "fp32-narrow": _cfg(_MN, [(32, 16, 4, 1), (16, 16, 8, 1)]),
     "fp32-narrow-bigc": _cfg(_MN, [(16, 16, 8, 1)]),
     "fp32-wide": _cfg(_MN, [(32, 16, 4, 1), (16, 16, 8, 1)]),
@@ -173,6 +188,18 @@ _DKV_TILES = {
     "fp32-xwide": _cfg(_MN, [(16, 16, 8, 1)]),
 }
 _DKV = _bwd_tuned(_DKV_TILES)
+
+
+def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = torch.bfloat16,
+                  save_o2: bool = False) -> dict:
+    """The default tiles of ``kernel`` ("lse", "fwd", "dq" or "dkv") for these sizes: the
+    first configuration of its class list, what runs with ``GGNET_TRITON_AUTOTUNE=0``
+    (dict of BLOCK_M, BLOCK_N, [C_SPLIT,] num_warps, num_stages)."""
+    lists, pick = {"lse": (_LSE_TILES, _class), "fwd": (_FWD_TILES, _fwd_class),
+                   "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
+                   "dkv": (_DKV_TILES, functools.partial(_bwd_class, _DKV_TILES))}[kernel]
+    args = dict(Q=types.SimpleNamespace(dtype=dtype), D=d, DG=dg, C=c, SAVE_O2=save_o2)
+    return dict(lists[pick(args)][0])
 
 
 def _c_block(c: int, split: int) -> int:
