@@ -183,16 +183,18 @@ def channel_jobs(dtype: str, c: int) -> list:
     return jobs
 
 
-def _configs_for(kernel, dtype: str, d: int, dg: int, c: int, consts: dict) -> list:
-    """The configurations the autotuner would time for these sizes; the first is the
-    default (the one used with ``GGNET_TRITON_AUTOTUNE=0``)."""
+def _configs_for(kernel, dtype: str, d: int, dg: int, c: int, consts: dict,
+                 arch: int = 90) -> list:
+    """The configurations the autotuner would time for these sizes on ``arch``; the first
+    is the default (the one used with ``GGNET_TRITON_AUTOTUNE=0``)."""
     import types
 
     import torch
 
     from ._config import autotune_candidates
     like = types.SimpleNamespace(dtype=getattr(torch, _TORCH_DTYPE[dtype]))
-    return autotune_candidates(kernel, dict(N=4096, D=d, DG=dg, C=c, Q=like, Y1=like, **consts))
+    return autotune_candidates(kernel, dict(N=4096, D=d, DG=dg, C=c, Q=like, Y1=like, ARCH=arch,
+                                            **consts))
 
 
 def run(arch: int, op: str, dims: tuple[int, int, int], all_configs: bool, dtype: str = "bf16"):
@@ -200,7 +202,7 @@ def run(arch: int, op: str, dims: tuple[int, int, int], all_configs: bool, dtype
     d, dg, c = dims
     jobs = spatial_jobs(dtype, d, dg, c, False) if op == "spatial" else channel_jobs(dtype, c)
     for label, kernel, pointers, scalars, consts in jobs:
-        configs = _configs_for(kernel, dtype, d, dg, c, consts)
+        configs = _configs_for(kernel, dtype, d, dg, c, consts, arch)
         for config in configs if all_configs else configs[:1]:
             yield label, config, _compile_one(kernel, pointers, scalars, consts, config, arch,
                                               dims)
@@ -249,7 +251,7 @@ def _report_case(args) -> list[dict]:
     arch, dtype, d, c, defaults_only = args
     rows = []
     for label, kernel, pointers, scalars, consts in spatial_jobs(dtype, d, d, c):
-        configs = _configs_for(kernel, dtype, d, d, c, consts)
+        configs = _configs_for(kernel, dtype, d, d, c, consts, arch)
         for i, config in enumerate(configs[:1] if defaults_only else configs):
             start = time.perf_counter()
             stats = _compile_one(kernel, pointers, scalars, consts, config, arch, (d, d, c))

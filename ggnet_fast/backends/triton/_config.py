@@ -61,13 +61,33 @@ def configs(gpu: list[dict], interpret: dict) -> list[triton.Config]:
 AUTOTUNE = os.environ.get("GGNET_TRITON_AUTOTUNE", "1") not in ("", "0")
 
 
+def target_arch(args: dict) -> int:
+    """Compute capability (major * 10 + minor) a launch targets: ``args["ARCH"]`` when
+    given (the static report), else that of the first CUDA tensor argument, else 90."""
+    if "ARCH" in args:
+        return int(args["ARCH"])
+    for value in args.values():
+        device = getattr(value, "device", None)
+        if isinstance(device, torch.device) and device.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(device)
+            return 10 * major + minor
+    return 90
+
+
+def class_for_arch(name: str, lists: dict, arch: int) -> str:
+    """``name``, or ``name + "@sm80"`` on sm_80-class devices (A100: 163 KB of shared
+    memory, no wgmma) when ``lists`` has such a list (the sm_90 default does not fit)."""
+    return f"{name}@sm80" if arch < 90 and f"{name}@sm80" in lists else name
+
+
 def tuned(lists: dict[str, list[dict]], interpret: dict, pick) -> dict:
     """``triton.autotune`` arguments choosing one configuration list per problem class.
 
-    ``pick(args)`` (all launch arguments by name) names the class (a key of ``lists``);
-    the autotuner then only compiles and times that list's configurations (each compile
-    of a d = 256 kernel takes seconds, so the lists stay short), or only its first one,
-    the default, with ``GGNET_TRITON_AUTOTUNE=0``.  Under the interpreter there is only
+    ``pick(args)`` (all launch arguments by name) names the class (a key of ``lists``;
+    ``class_for_arch`` then takes its ``@sm80`` variant on sm_80-class devices); the
+    autotuner only compiles and times that list's configurations (each compile of a
+    d = 256 kernel takes seconds, so the lists stay short), or only its first one, the
+    default, with ``GGNET_TRITON_AUTOTUNE=0``.  Under the interpreter there is only
     ``interpret``, and pruning never runs.
     """
     if INTERPRET:
@@ -79,7 +99,8 @@ def tuned(lists: dict[str, list[dict]], interpret: dict, pick) -> dict:
         everything.update({str(c): c for c in cs})
 
     def prune(configs_, named_args, **kwargs):
-        wanted = keys[pick({**named_args, **kwargs})]
+        args = {**named_args, **kwargs}
+        wanted = keys[class_for_arch(pick(args), lists, target_arch(args))]
         kept = sorted((c for c in configs_ if str(c) in wanted), key=lambda c: wanted.index(str(c)))
         kept = kept or list(configs_)
         return kept if AUTOTUNE else kept[:1]

@@ -32,7 +32,8 @@ import triton
 import triton.language as tl
 
 from ..registry import env_choice
-from ._config import W_SCALE, block, dot_precision, expm1_unit_scaled, row_scaled, tuned
+from ._config import (W_SCALE, block, class_for_arch, dot_precision, expm1_unit_scaled,
+                      row_scaled, tuned)
 
 #: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
 #: per kernel; "pass": no extra forward accumulator, R from a separate loop.  Both give
@@ -124,8 +125,12 @@ _FWD_TILES = {
     "fp32-narrow": _cfg(_MNC, [(128, 16, 1, 8, 1), (64, 16, 1, 8, 1), (64, 16, 4, 4, 1)]),
     "fp32-wide": _cfg(_MNC, [(64, 16, 2, 4, 1), (128, 16, 1, 8, 1), (64, 16, 4, 4, 1)]),
     "narrow-o2": _cfg(_MNC, [(128, 64, 2, 8, 2), (64, 64, 1, 8, 2), (64, 64, 2, 4, 2)]),
+    # A100 (no wgmma): two chunks of 128 on 128 rows spill 7.6-8.7 KB in 16 bits
+    "narrow-o2@sm80": _cfg(_MNC, [(128, 64, 4, 8, 2), (64, 32, 2, 4, 2)]),
     "wide-o2": _cfg(_MNC, [(128, 32, 2, 8, 2), (64, 32, 1, 8, 2), (64, 32, 2, 4, 2),
                            (64, 16, 1, 8, 2)]),
+    # A100: 128 rows at d = dg = 256 need 168 KB of its 163 KB
+    "wide-o2@sm80": _cfg(_MNC, [(64, 32, 2, 4, 2), (64, 16, 1, 8, 2)]),
     "fp32-narrow-o2": _cfg(_MNC, [(64, 16, 1, 8, 1), (64, 16, 2, 8, 1), (64, 16, 4, 4, 1)]),
     "fp32-wide-o2": _cfg(_MNC, [(64, 16, 2, 4, 1), (64, 16, 4, 4, 1)]),
 }
@@ -191,15 +196,16 @@ _DKV = _bwd_tuned(_DKV_TILES)
 
 
 def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = torch.bfloat16,
-                  save_o2: bool = False) -> dict:
-    """The default tiles of ``kernel`` ("lse", "fwd", "dq" or "dkv") for these sizes: the
-    first configuration of its class list, what runs with ``GGNET_TRITON_AUTOTUNE=0``
-    (dict of BLOCK_M, BLOCK_N, [C_SPLIT,] num_warps, num_stages)."""
+                  save_o2: bool = False, arch: int = 90) -> dict:
+    """The default tiles of ``kernel`` ("lse", "fwd", "dq" or "dkv") for these sizes on
+    ``arch``: the first configuration of its class list, what runs with
+    ``GGNET_TRITON_AUTOTUNE=0`` (dict of BLOCK_M, BLOCK_N, [C_SPLIT,] num_warps,
+    num_stages)."""
     lists, pick = {"lse": (_LSE_TILES, _class), "fwd": (_FWD_TILES, _fwd_class),
                    "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
                    "dkv": (_DKV_TILES, functools.partial(_bwd_class, _DKV_TILES))}[kernel]
     args = dict(Q=types.SimpleNamespace(dtype=dtype), D=d, DG=dg, C=c, SAVE_O2=save_o2)
-    return dict(lists[pick(args)][0])
+    return dict(lists[class_for_arch(pick(args), lists, arch)][0])
 
 
 def _c_block(c: int, split: int) -> int:
