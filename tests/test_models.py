@@ -380,9 +380,11 @@ def test_model_same_output_with_fused_backend(fused, preset, seed):
         by that mean, the modulation is the attention's own contribution."""
         x, g = inputs["spatial"]
         sp = blocks["spatial"]
-        spatial = sp.attention(x, g) - sp.mu(x).mean((2, 3), keepdim=True)
+        o = sp.attention(x, g)
+        spatial = (o - sp.mu(x).mean((2, 3), keepdim=True), o.abs().max())
         y, g = inputs["channel"]
-        channel = blocks["channel"].attention(y, g) - y.mean(1, keepdim=True)
+        o = blocks["channel"].attention(y, g)
+        channel = (o - y.mean(1, keepdim=True), o.abs().max())
         return {"spatial": spatial, "channel": channel}
 
     def run(backend):
@@ -398,13 +400,20 @@ def test_model_same_output_with_fused_backend(fused, preset, seed):
 
     ref, ref_theta, ref_mod = run("reference")
     got, got_theta, got_mod = run(fused)
+    eps = torch.finfo(torch.float32).eps
     for name in blocks:
-        # the product form keeps the modulation small (~1e-4 of mu here), but 100x above
-        # float32 rounding of o; a backend returning mean(mu) has relative error 1
-        scale = ref_mod[name].abs().max()
-        assert scale > 1e-5, f"seed {seed}: the {name} attention is uniform"
-        err = (got_mod[name] - ref_mod[name]).abs().max() / scale
-        assert err < 1e-2, f"seed {seed}: {name} modulation relative error {err:.3g}"
+        # The product form keeps the spatial modulation tiny: 1e-5 to 1e-4 of |o| here,
+        # depending on the seed, so float32's rounding of o (eps |o|, in both backends)
+        # is 0.1-2% of it (floor).  Required: the modulation is resolved (> 16 eps |o|),
+        # and the two backends agree to 1% plus 8 float32 roundings of o (at most 51%); a
+        # backend returning the uniform mean has relative error 1.
+        (ref_m, o_max), (got_m, _) = ref_mod[name], got_mod[name]
+        scale = ref_m.abs().max()
+        floor = eps * o_max / scale
+        assert floor < 1 / 16, f"seed {seed}: the {name} attention is uniform (floor {floor:.3g})"
+        err = (got_m - ref_m).abs().max() / scale
+        assert err < 1e-2 + 8 * floor, \
+            f"seed {seed}: {name} modulation relative error {err:.3g} (float32 floor {floor:.3g})"
     for a, b in zip((ref.logits, *ref.side_logits, *ref.boundaries),
                     (got.logits, *got.side_logits, *got.boundaries)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4, msg=lambda m: f"seed {seed}: {m}")
