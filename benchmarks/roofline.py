@@ -114,10 +114,10 @@ def kernel_costs(d: int, dg: int, c: int, train: bool) -> dict[str, KernelCost]:
         cost["bwd_dq"] = KernelCost(r_q * (2 * k + 2 * c) + 2 * k, 2 * r_q,
                                     r_q * (4 + 1 + WEIGHTS + 2 + 2 + 2), rows["dq"],
                                     ELEM * (k + c), r_q)
-        # dkv: the same plus dmu = e^T dol (2C); streams theta, eta, dol and 4 float32
-        # statistics per query
+        # dkv: the same plus dmu = e^T dol (2C) and the exponents' clamps (2 min); streams
+        # theta, eta, dol and 4 float32 statistics per query
         cost["bwd_dkv"] = KernelCost(r_k * (2 * k + 2 * c) + 2 * k + 2 * c, 2 * r_k,
-                                     r_k * (4 + 1 + WEIGHTS + 2 + 2 + 2), rows["dkv"],
+                                     r_k * (4 + 1 + WEIGHTS + 2 + 2 + 2 + 2), rows["dkv"],
                                      ELEM * (k + c) + 16, r_k)
     return cost
 

@@ -439,8 +439,11 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DSC, DMUB, STATS, BST, DPH, DRH, DMU, N, D, D
         r = tl.load(bbase + N + offs_m, mask=rm, other=0.0)
         at = tl.dot(ph, tl.trans(th), input_precision=PREC)
         bt = tl.dot(rh, tl.trans(et), input_precision=PREC)
-        sx = tl.where(rm[None, :], tl.exp(at - lse_a[None, :]), 0.0)
-        sg = tl.where(rm[None, :], tl.exp(bt - lse_b[None, :]), 0.0)
+        # min(., 0): a score never exceeds its row's lse, but the zero-padded key rows past
+        # N (scores 0) would give exp(-lse), which overflows where every score of a query
+        # is very negative (those rows are never stored)
+        sx = tl.where(rm[None, :], tl.exp(tl.minimum(at - lse_a[None, :], 0.0)), 0.0)
+        sg = tl.where(rm[None, :], tl.exp(tl.minimum(bt - lse_b[None, :], 0.0)), 0.0)
         p = sx * sg
         e, w = _weights(p, mu)
         dmu = tl.dot(e, dol, dmu, input_precision=PREC)
