@@ -10,9 +10,9 @@ default tiles of its 16-bit configuration classes (``default_tiles``): how many 
 program owns, how many C chunks the forward runs (each computes the score tile again),
 and how many copies of each score tile a program computes (``replication``, measured
 from the compiled code in the committed static report
-``benchmarks/results/triton_static_sm90.json``).  ALU counts are per pair, counted from the kernel source (each FMA, add,
-multiply, compare/select, conversion = 1); loads, address arithmetic and per-row work
-are left out (O(1/BLOCK) per pair).
+``benchmarks/results/triton_static_sm90.json``).  ALU counts are per pair, counted from
+the kernel source (each FMA, add, multiply, compare/select, conversion = 1); loads,
+address arithmetic and per-row work are left out (O(1/BLOCK) per pair).
 
 L2 traffic: every program streams the other side's rows for all N keys (queries), so a
 kernel reads B N ceil(N / BLOCK_M) x (bytes per streamed row) from L2 (K, mu, do and
@@ -126,8 +126,8 @@ UNITS = ("mma", "mufu", "alu", "l2")
 
 
 def table(shapes, batch: int = 4) -> str:
-    lines = ["| d = dg | C | N | mode | kernel | rows | copies | MMA us | MUFU us | ALU us | L2 us | bound "
-             "| predicted us |",
+    lines = ["| d = dg | C | N | mode | kernel | rows | copies | MMA us | MUFU us | ALU us "
+             "| L2 us | bound | predicted us |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d, c in shapes:
         for side in (64, 128):

@@ -34,14 +34,20 @@ def defaults(rows):
     return {(r["kernel"], r["dtype"], r["d"], r["C"]): r for r in rows if r["default"]}
 
 
-def test_every_default_configuration_fits_sm90(tmp_path):
-    path = tmp_path / "report.json"
+def defaults_report(tmp_path, arch: int):
+    """(rows, subprocess result) of ``_aot --arch ARCH --json --defaults-only``, compiled
+    in a process without ``TRITON_INTERPRET``."""
+    path = tmp_path / f"report{arch}.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ggnet_fast.backends.triton._aot", "--arch", "90", "--json",
+        [sys.executable, "-m", "ggnet_fast.backends.triton._aot", "--arch", str(arch), "--json",
          str(path), "--defaults-only", "--jobs", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    rows = json.loads(path.read_text())
+    return json.loads(path.read_text()), proc
+
+
+def test_every_default_configuration_fits_sm90(tmp_path):
+    rows, proc = defaults_report(tmp_path, 90)
     found = defaults(rows)
     assert set(found) == {(k, t, d, c) for k in KERNELS for t in ("bf16", "fp16", "fp32")
                           for d in (32, 64, 128, 256) for c in (256, 512)}, proc.stdout
@@ -83,13 +89,7 @@ def test_every_default_configuration_fits_sm80_shared_memory(tmp_path):
     """On sm_80 (A100: 163 KB per block, no wgmma) the defaults, with their ``@sm80``
     variants, must launch: every one compiles and fits the shared memory.  Register
     spills are reported, not held (the defaults are tuned for sm_90)."""
-    path = tmp_path / "report80.json"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ggnet_fast.backends.triton._aot", "--arch", "80", "--json",
-         str(path), "--defaults-only", "--jobs", "2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    rows = json.loads(path.read_text())
+    rows, proc = defaults_report(tmp_path, 80)
     assert len(rows) == 120, proc.stdout
     bad = [line for line in report_violations(rows) if "spills" not in line]
     assert not bad, "\n".join(bad)

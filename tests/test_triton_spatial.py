@@ -78,18 +78,17 @@ def test_small_tiles_multiple_c_chunks(seed, monkeypatch):
     check(make_inputs(2, 7 * 9, 5, 3, 40, torch.float32), torch.float32, seed)
 
 
-def _default_tiles():
-    """(kernel name, class, default configuration dict) of every GPU tile list."""
-    out = []
-    for name, lists in (("_lse_kernel", tspatial._LSE_TILES), ("_fwd_kernel", tspatial._FWD_TILES),
-                        ("_bwd_dq_kernel", tspatial._DQ_TILES),
-                        ("_bwd_dkv_kernel", tspatial._DKV_TILES)):
-        out += [(name, cls, rows[0]) for cls, rows in lists.items()]
-    return out
+#: (kernel name, class, default configuration dict) of every GPU tile list.
+DEFAULT_TILES = [(name, cls, rows[0])
+                 for name, lists in (("_lse_kernel", tspatial._LSE_TILES),
+                                     ("_fwd_kernel", tspatial._FWD_TILES),
+                                     ("_bwd_dq_kernel", tspatial._DQ_TILES),
+                                     ("_bwd_dkv_kernel", tspatial._DKV_TILES))
+                 for cls, rows in lists.items()]
 
 
-@pytest.mark.parametrize("kernel, cls, tiles", _default_tiles(),
-                         ids=[f"{k.strip('_')}-{c}" for k, c, _ in _default_tiles()])
+@pytest.mark.parametrize("kernel, cls, tiles", DEFAULT_TILES,
+                         ids=[f"{k.strip('_')}-{c}" for k, c, _ in DEFAULT_TILES])
 def test_every_default_tile_shape(seed, monkeypatch, kernel, cls, tiles):
     """Each kernel with each GPU default tile shape (the interpreter otherwise runs its
     own large tiles): ragged row and key tiles (N = 150), and C = 40 in one chunk of 64

@@ -21,8 +21,8 @@ shared_bytes, wgmma, ex2, replication, arch, precision`` (``default``: the confi
 the kernel runs without autotuning, ``GGNET_TRITON_AUTOTUNE=0``; ``ex2``: exponential
 instructions in the compiled code; ``replication``: how many times a program computes
 each score of its tile, from ``ex2``: 1, or 2-8 where Triton's layout gives several warps
-the same scores); forward kernels have ``fwd`` in their name.  Must run with ``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition
-time).
+the same scores); forward kernels have ``fwd`` in their name.  Must run with
+``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition time).
 """
 from __future__ import annotations
 

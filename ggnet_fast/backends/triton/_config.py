@@ -74,17 +74,19 @@ def target_arch(args: dict) -> int:
     return 90
 
 
-def class_for_arch(name: str, lists: dict, arch: int) -> str:
-    """``name``, or ``name + "@sm80"`` on sm_80-class devices (A100: 163 KB of shared
-    memory, no wgmma) when ``lists`` has such a list (the sm_90 default does not fit)."""
-    return f"{name}@sm80" if arch < 90 and f"{name}@sm80" in lists else name
+def chosen_class(lists: dict, pick, args: dict) -> str:
+    """The class (key of ``lists``) a launch with ``args`` runs: ``pick(args)``, or its
+    ``@sm80`` variant on sm_80-class devices (A100: 163 KB of shared memory, no wgmma)
+    when ``lists`` has one (the sm_90 default does not fit there)."""
+    name = pick(args)
+    return f"{name}@sm80" if target_arch(args) < 90 and f"{name}@sm80" in lists else name
 
 
 def tuned(lists: dict[str, list[dict]], interpret: dict, pick) -> dict:
     """``triton.autotune`` arguments choosing one configuration list per problem class.
 
     ``pick(args)`` (all launch arguments by name) names the class (a key of ``lists``;
-    ``class_for_arch`` then takes its ``@sm80`` variant on sm_80-class devices); the
+    ``chosen_class`` then takes its ``@sm80`` variant on sm_80-class devices); the
     autotuner only compiles and times that list's configurations (each compile of a
     d = 256 kernel takes seconds, so the lists stay short), or only its first one, the
     default, with ``GGNET_TRITON_AUTOTUNE=0``.  Under the interpreter there is only
@@ -100,7 +102,7 @@ def tuned(lists: dict[str, list[dict]], interpret: dict, pick) -> dict:
 
     def prune(configs_, named_args, **kwargs):
         args = {**named_args, **kwargs}
-        wanted = keys[class_for_arch(pick(args), lists, target_arch(args))]
+        wanted = keys[chosen_class(lists, pick, args)]
         kept = sorted((c for c in configs_ if str(c) in wanted), key=lambda c: wanted.index(str(c)))
         kept = kept or list(configs_)
         return kept if AUTOTUNE else kept[:1]

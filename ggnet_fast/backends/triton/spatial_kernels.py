@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from ..registry import env_choice
-from ._config import (W_SCALE, block, class_for_arch, dot_precision, expm1_unit_scaled,
+from ._config import (W_SCALE, block, chosen_class, dot_precision, expm1_unit_scaled,
                       row_scaled, tuned)
 
 #: "o2" (default): the forward accumulates o2/q and the backward is one recompute pass
@@ -204,8 +204,9 @@ def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = tor
     lists, pick = {"lse": (_LSE_TILES, _class), "fwd": (_FWD_TILES, _fwd_class),
                    "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
                    "dkv": (_DKV_TILES, functools.partial(_bwd_class, _DKV_TILES))}[kernel]
-    args = dict(Q=types.SimpleNamespace(dtype=dtype), D=d, DG=dg, C=c, SAVE_O2=save_o2)
-    return dict(lists[class_for_arch(pick(args), lists, arch)][0])
+    args = dict(Q=types.SimpleNamespace(dtype=dtype), D=d, DG=dg, C=c, SAVE_O2=save_o2,
+                ARCH=arch)
+    return dict(lists[chosen_class(lists, pick, args)][0])
 
 
 def _c_block(c: int, split: int) -> int:
