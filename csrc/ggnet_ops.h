@@ -16,6 +16,12 @@
 //       stats[:,2] = L = sum_j exp(p_ij) = N + sum_j expm1(p_ij).
 //   spatial_bwd(grad_o[B,N,C], theta, phi, eta, rho, mu, o, stats)
 //       -> (dtheta, dphi, deta, drho, dmu), each in its input's dtype.
+//   joint(theta, phi, eta, rho, mu) -> o[B,N,C] acc      (combine="joint", autograd in ops.cpp)
+//       o = softmax_j(theta phi^T + eta rho^T) @ mu.
+//   joint_fwd(theta, phi, eta, rho, mu) -> (o[B,N,C] acc, lse[B,N] acc)
+//       lse_i = log sum_j exp(a_ij + b_ij).
+//   joint_bwd(grad_o, theta, phi, eta, rho, mu, o, lse) -> (dtheta, dphi, deta, drho, dmu)
+//       Only the CPU device has joint kernels (csrc/cpu/joint_cpu.cpp).
 //   channel(y[B,C,N], g[B,C,N], str combine, str? stabilize, float? scale) -> out[B,C,N] acc
 //   channel_fwd(...) -> (out acc, sz[B,C,C] acc, sg[B,C,C] acc, m[B,C,C] acc)
 //   channel_bwd(grad_out, y, g, sz, sg, m, combine, stabilize, scale) -> (dy, dg)
@@ -52,6 +58,11 @@ struct NoAutocast {
 void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi,
                           const at::Tensor& eta, const at::Tensor& rho,
                           const at::Tensor& mu);
+
+// check_spatial_inputs plus the shapes of joint_bwd's grad_o, o ([B, N, C]) and lse ([B, N]).
+void check_joint_bwd_args(const at::Tensor& grad_o, const at::Tensor& theta,
+                          const at::Tensor& phi, const at::Tensor& eta, const at::Tensor& rho,
+                          const at::Tensor& mu, const at::Tensor& o, const at::Tensor& lse);
 
 // The channel operator's options after check_channel_args.
 struct ChannelMode {

@@ -38,6 +38,16 @@ void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi, const 
                     "ggnet_fast::spatial: inputs must not be empty");
 }
 
+void check_joint_bwd_args(const at::Tensor& grad_o, const at::Tensor& theta,
+                          const at::Tensor& phi, const at::Tensor& eta, const at::Tensor& rho,
+                          const at::Tensor& mu, const at::Tensor& o, const at::Tensor& lse) {
+  check_spatial_inputs(theta, phi, eta, rho, mu);
+  TORCH_CHECK_VALUE(grad_o.sizes() == mu.sizes(), "joint_bwd: grad_o must have mu's shape");
+  TORCH_CHECK_VALUE(o.sizes() == mu.sizes(), "joint_bwd: o must have mu's shape");
+  TORCH_CHECK_VALUE(lse.dim() == 2 && lse.size(0) == theta.size(0) && lse.size(1) == theta.size(1),
+                    "joint_bwd: lse must be [B, N] as returned by joint_fwd");
+}
+
 ChannelMode check_channel_args(const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
                                std::optional<c10::string_view> stabilize,
                                std::optional<double> scale) {
@@ -87,37 +97,62 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_b
   return {like(theta), like(phi), like(eta), like(rho), like(mu)};
 }
 
-std::tuple<at::Tensor, at::Tensor> call_spatial_fwd(const at::Tensor& theta, const at::Tensor& phi,
-                                                    const at::Tensor& eta, const at::Tensor& rho,
-                                                    const at::Tensor& mu) {
+std::tuple<at::Tensor, at::Tensor> joint_fwd_meta(const at::Tensor& theta, const at::Tensor& phi,
+                                                  const at::Tensor& eta, const at::Tensor& rho,
+                                                  const at::Tensor& mu) {
+  check_spatial_inputs(theta, phi, eta, rho, mu);
+  const auto opts = mu.options().dtype(acc_type(theta.scalar_type()));
+  return {at::empty_symint({theta.sym_size(0), theta.sym_size(1), mu.sym_size(2)}, opts),
+          at::empty_symint({theta.sym_size(0), theta.sym_size(1)}, opts)};
+}
+
+// The forward/backward operator pair of a streaming spatial mode: spatial_fwd/spatial_bwd
+// (combine="product") or joint_fwd/joint_bwd (combine="joint").  Both forwards return
+// (o, per-row statistics) and both backwards take (grad_o, inputs, o, statistics).
+struct ProductOps {
+  static constexpr const char* fwd = "ggnet_fast::spatial_fwd";
+  static constexpr const char* bwd = "ggnet_fast::spatial_bwd";
+};
+struct JointOps {
+  static constexpr const char* fwd = "ggnet_fast::joint_fwd";
+  static constexpr const char* bwd = "ggnet_fast::joint_bwd";
+};
+
+template <typename Ops>
+std::tuple<at::Tensor, at::Tensor> call_fwd(const at::Tensor& theta, const at::Tensor& phi,
+                                            const at::Tensor& eta, const at::Tensor& rho,
+                                            const at::Tensor& mu) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("ggnet_fast::spatial_fwd", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                       .findSchemaOrThrow(Ops::fwd, "")
+                       .template typed<std::tuple<at::Tensor, at::Tensor>(
                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
                            const at::Tensor&, const at::Tensor&)>();
   return op.call(theta, phi, eta, rho, mu);
 }
 
-// spatial without autograd (inference mode, Meta, any device with spatial_fwd kernels).
-at::Tensor spatial_no_grad(const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
-                           const at::Tensor& rho, const at::Tensor& mu) {
-  return std::get<0>(call_spatial_fwd(theta, phi, eta, rho, mu));
+// spatial / joint without autograd (inference mode, Meta, any device with forward kernels).
+template <typename Ops>
+at::Tensor no_grad(const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+                   const at::Tensor& rho, const at::Tensor& mu) {
+  return std::get<0>(call_fwd<Ops>(theta, phi, eta, rho, mu));
 }
 
-class SpatialFunction : public torch::autograd::Function<SpatialFunction> {
+template <typename Ops>
+class StreamingFunction : public torch::autograd::Function<StreamingFunction<Ops>> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& theta, const at::Tensor& phi,
                             const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [o, stats] = call_spatial_fwd(theta, phi, eta, rho, mu);
+    auto [o, stats] = call_fwd<Ops>(theta, phi, eta, rho, mu);
     ctx->save_for_backward({theta, phi, eta, rho, mu, o, stats});
     return o;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ggnet_fast::spatial_bwd", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                         .findSchemaOrThrow(Ops::bwd, "")
+                         .template typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                                    at::Tensor>(
                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              const at::Tensor&, const at::Tensor&)>();
@@ -127,9 +162,10 @@ class SpatialFunction : public torch::autograd::Function<SpatialFunction> {
   }
 };
 
-at::Tensor spatial_autograd(const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
-                            const at::Tensor& rho, const at::Tensor& mu) {
-  return SpatialFunction::apply(theta, phi, eta, rho, mu);
+template <typename Ops>
+at::Tensor with_autograd(const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+                         const at::Tensor& rho, const at::Tensor& mu) {
+  return StreamingFunction<Ops>::apply(theta, phi, eta, rho, mu);
 }
 
 // ---------------------------------------------------------------- channel (ATen calls)
@@ -264,6 +300,11 @@ TORCH_LIBRARY(ggnet_fast, m) {
         "-> (Tensor, Tensor)");
   m.def("spatial_bwd(Tensor grad_o, Tensor theta, Tensor phi, Tensor eta, Tensor rho, "
         "Tensor mu, Tensor o, Tensor stats) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("joint(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) -> Tensor");
+  m.def("joint_fwd(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) "
+        "-> (Tensor, Tensor)");
+  m.def("joint_bwd(Tensor grad_o, Tensor theta, Tensor phi, Tensor eta, Tensor rho, "
+        "Tensor mu, Tensor o, Tensor lse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("channel(Tensor y, Tensor g, str combine, str? stabilize, float? scale) -> Tensor");
   m.def("channel_fwd(Tensor y, Tensor g, str combine, str? stabilize, float? scale) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
@@ -274,16 +315,20 @@ TORCH_LIBRARY(ggnet_fast, m) {
 TORCH_LIBRARY_IMPL(ggnet_fast, Meta, m) {
   m.impl("spatial_fwd", &ggnet::spatial_fwd_meta);
   m.impl("spatial_bwd", &ggnet::spatial_bwd_meta);
+  m.impl("joint_fwd", &ggnet::joint_fwd_meta);
+  m.impl("joint_bwd", &ggnet::spatial_bwd_meta);  // the same five gradients
 }
 
 TORCH_LIBRARY_IMPL(ggnet_fast, CompositeExplicitAutograd, m) {
-  m.impl("spatial", &ggnet::spatial_no_grad);
+  m.impl("spatial", &ggnet::no_grad<ggnet::ProductOps>);
+  m.impl("joint", &ggnet::no_grad<ggnet::JointOps>);
   m.impl("channel", &ggnet::channel_no_grad);
   m.impl("channel_fwd", &ggnet::channel_fwd_composite);
   m.impl("channel_bwd", &ggnet::channel_bwd_composite);
 }
 
 TORCH_LIBRARY_IMPL(ggnet_fast, Autograd, m) {
-  m.impl("spatial", &ggnet::spatial_autograd);
+  m.impl("spatial", &ggnet::with_autograd<ggnet::ProductOps>);
+  m.impl("joint", &ggnet::with_autograd<ggnet::JointOps>);
   m.impl("channel", &ggnet::channel_autograd);
 }

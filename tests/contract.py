@@ -153,13 +153,14 @@ def assert_matches_float64(out, grads, ref_out, ref_grads, inputs, mean, tol, na
         assert rel_err(g, r) < grad_tol, f"d{name} {info} err={rel_err(g, r):.2e}"
 
 
-def assert_compile_matches_eager(backend: str, spatial_args, y, g, seed) -> None:
+def assert_compile_matches_eager(backend: str, spatial_args, y, g, seed,
+                                 combine: str = "product") -> None:
     """torch.compile(fullgraph=True) traces both public operators on ``backend`` and
     matches eager, forward and every input gradient (float32 inputs)."""
     torch._dynamo.reset()
 
     def both(theta, phi, eta, rho, mu, y, g):
-        o = guided_spatial_attention(theta, phi, eta, rho, mu, backend=backend)
+        o = guided_spatial_attention(theta, phi, eta, rho, mu, combine=combine, backend=backend)
         z = guided_channel_attention(y, g, stabilize="max-minus", backend=backend)
         return o.sum() + z.square().sum()
 

@@ -170,15 +170,19 @@ def test_non_contiguous_inputs(seed, name, device):
                                     backend=name), rtol=1e-6, atol=1e-6)
 
 
+fused_combines = pytest.mark.parametrize("combine", ["product", "joint"])
+
+
 @backends
 @devices
-def test_torch_compile_fullgraph(seed, name, device):
+@fused_combines
+def test_torch_compile_fullgraph(seed, name, device, combine):
     impl = backend_on(name, device)
-    require(name, impl, "spatial", device, torch.float32)
+    require(name, impl, "spatial", device, torch.float32, combine=combine)
     require(name, impl, "channel", device, torch.float32, stabilize="max-minus")
     spatial = C.spatial_inputs((2, 40, 6, 4, 8), torch.float32, device, scale=1.0)
     y, g = C.channel_inputs((2, 8, 40), torch.float32, device)
-    C.assert_compile_matches_eager(name, spatial, y, g, seed)
+    C.assert_compile_matches_eager(name, spatial, y, g, seed, combine)
 
 
 class _CustomOpCalls(TorchFunctionMode):
@@ -218,19 +222,20 @@ class _CustomOpKernels(TorchDispatchMode):
 
 @backends
 @devices
+@fused_combines
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_opcheck_every_custom_op_the_backend_calls(seed, name, device, dtype):
+def test_opcheck_every_custom_op_the_backend_calls(seed, name, device, dtype, combine):
     """torch.library.opcheck (schema, fake tensors, autograd registration, AOT dispatch)
     on every custom operator the backend runs for both operators, forward and backward,
     with the arguments it really passes."""
     impl = backend_on(name, device)
-    require(name, impl, "spatial", device, dtype)
+    require(name, impl, "spatial", device, dtype, combine=combine)
     require(name, impl, "channel", device, dtype, combine="matmul", stabilize="max-minus")
     spatial = [x.requires_grad_() for x in C.spatial_inputs((2, 19, 4, 3, 5), dtype, device)]
     y, g = (x.requires_grad_() for x in C.channel_inputs((2, 6, 10), dtype, device))
     recorder = _CustomOpCalls()
     with recorder, _CustomOpKernels(recorder.calls):
-        guided_spatial_attention(*spatial, backend=name).sum().backward()
+        guided_spatial_attention(*spatial, combine=combine, backend=name).sum().backward()
         for modes in (("matmul", "max-minus", 0.2), ("product", None, None)):
             z = guided_channel_attention(y, g, combine=modes[0], stabilize=modes[1],
                                          scale=modes[2], backend=name)

@@ -2,7 +2,8 @@
 
 The contract every backend meets (both operators against float64 in every dtype and
 mode, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
-tests/test_backend_contract.py.  Here: the spatial operator against float64 on both of
+tests/test_backend_contract.py.  Here: the spatial operator (``combine="product"`` and
+``"joint"``, csrc/cpu/spatial_cpu.cpp and joint_cpu.cpp) against float64 on both of
 its tile paths (whole-row strips and streaming tiles, ``GGNET_CPU_TILE_BYTES``) with both
 libraries of the tile products (oneDNN and BLAS, ``GGNET_CPU_GEMM``), at sizes up to
 N ~ 1000 (several 64-query / 256-key tiles with ragged edges), gradcheck in float64 on
@@ -92,25 +93,29 @@ def test_gemm_library_selection(monkeypatch):
                                      backend="cpu")
 
 
+combines = pytest.mark.parametrize("combine", ["product", "joint"])
+
+
+@combines
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("shape", SPATIAL_SIZES, ids=lambda s: "N%d" % s[1])
-def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, tiling, gemm_library):
+def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, combine, tiling,
+                                                     gemm_library):
     inputs = agreeing_spatial_inputs(shape, dtype)
     dout = torch.randn(shape[0], shape[1], shape[4])
     with record_dispatch() as calls:
-        out, grads = grads_of(
-            lambda *x: guided_spatial_attention(*x, out_dtype=torch.float32, backend="auto"),
-            inputs, dout)
+        out, grads = grads_of(lambda *x: guided_spatial_attention(
+            *x, combine=combine, out_dtype=torch.float32, backend="auto"), inputs, dout)
     assert calls == [("spatial", "cpu")]
     ref_out, ref_grads = grads_of(
-        lambda *x: reference.spatial(*x, combine="product", out_dtype=torch.float64),
+        lambda *x: reference.spatial(*x, combine=combine, out_dtype=torch.float64),
         [x.double() for x in inputs], dout.double())
     fwd_tol, grad_tol = TOL[dtype]
     mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
     delta, delta_ref = out.double() - mean_mu, ref_out - mean_mu
     assert delta_ref.abs().max() > 1e-5  # the modulation is really there (>> float32 ulp of o)
     err = rel_err(delta, delta_ref)
-    ref32 = reference.spatial(*(x.float() for x in inputs), combine="product",
+    ref32 = reference.spatial(*(x.float() for x in inputs), combine=combine,
                               out_dtype=torch.float32)
     err_ref32 = rel_err(ref32.double() - mean_mu, delta_ref)
     assert err < fwd_tol and err <= 3 * err_ref32 + 1e-6, f"seed={seed} {err=} {err_ref32=}"
@@ -121,8 +126,9 @@ def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, tiling,
 
 def test_gradcheck_float64(seed, tiling):
     spatial = [x.requires_grad_() for x in spatial_inputs((2, 11, 3, 2, 4), torch.float64, scale=1.0)]
-    assert torch.autograd.gradcheck(
-        lambda *x: guided_spatial_attention(*x, backend="cpu"), spatial)
+    for combine in ("product", "joint"):
+        assert torch.autograd.gradcheck(
+            lambda *x: guided_spatial_attention(*x, combine=combine, backend="cpu"), spatial)
     for combine, stabilize, scale in [("product", None, None), ("matmul", "max-minus", 0.1)]:
         y, g = (torch.randn(2, 5, 9, dtype=torch.float64, requires_grad=True) for _ in range(2))
         assert torch.autograd.gradcheck(
@@ -130,7 +136,8 @@ def test_gradcheck_float64(seed, tiling):
                                                   scale=scale, backend="cpu"), (y, g))
 
 
-def test_results_do_not_depend_on_thread_count(seed, tiling, gemm_library):
+@combines
+def test_results_do_not_depend_on_thread_count(seed, combine, tiling, gemm_library):
     inputs = [x.requires_grad_() for x in spatial_inputs((2, 700, 8, 8, 16), torch.float32)]
     dout = torch.randn(2, 700, 16)
     results = []
@@ -138,7 +145,7 @@ def test_results_do_not_depend_on_thread_count(seed, tiling, gemm_library):
     try:
         for n_threads in (1, 2):
             torch.set_num_threads(n_threads)
-            out = guided_spatial_attention(*inputs, backend="cpu")
+            out = guided_spatial_attention(*inputs, combine=combine, backend="cpu")
             results.append((out, *torch.autograd.grad(out, inputs, dout)))
     finally:
         torch.set_num_threads(threads)
@@ -153,8 +160,14 @@ def test_auto_dispatch_and_unsupported_cases():
     assert calls == [("spatial", "reference")]  # the cpu backend declines N x N products
     with pytest.raises(ValueError, match="matmul"):
         guided_spatial_attention(*inputs, combine="matmul", backend="cpu")
+    with record_dispatch() as calls:
+        guided_spatial_attention(*inputs, combine="joint")
+    assert calls == [("spatial", "cpu")]  # measured faster than sdpa (docs/cpu_backend.md)
     cpu = get_backend("cpu")
     assert cpu.unsupported("spatial", "cuda", torch.float32, {"combine": "product"})
+    assert cpu.unsupported("spatial", "cpu", torch.float64, {"combine": "joint"}) is None
+    from ggnet_fast.backends.extension import CUDA  # no joint kernels on CUDA (triton, sdpa)
+    assert "CPU only" in CUDA.unsupported("spatial", "cuda", torch.float32, {"combine": "joint"})
     assert cpu.unsupported("channel", "cpu", torch.bfloat16, {"combine": "matmul"}) is None
 
 
@@ -169,6 +182,13 @@ def test_bad_inputs_raise_named_errors():
         ops.spatial(t[0], t[1], torch.randn(10, 4), t[3], t[4])
     with pytest.raises(TypeError, match="rho"):
         ops.spatial(t[0], t[1], t[2], t[3].double(), t[4])
+    with pytest.raises(ValueError, match="phi"):
+        ops.joint(t[0], torch.randn(2, 10, 5), t[2], t[3], t[4])
+    with pytest.raises(TypeError, match="mu"):
+        ops.joint(t[0], t[1], t[2], t[3], t[4].double())
+    o, lse = ops.joint_fwd(*t)
+    with pytest.raises(ValueError, match="lse must be"):
+        ops.joint_bwd(torch.ones_like(o), *t, o, lse[:, :5])
     with pytest.raises(ValueError, match="combine"):
         ops.channel(t[0], t[1], "sum", None, None)
     with pytest.raises(ValueError, match="stabilize"):

@@ -1,5 +1,5 @@
-"""``combine="joint"``: softmax(a + b) @ mu through the sdpa backend, in the module and the
-model.  The operator itself (forward and every gradient against float64, every dtype) is
+"""``combine="joint"``: softmax(a + b) @ mu in the module and the model, through the backend
+``auto`` picks on the CPU (the fused ``cpu`` kernels; ``sdpa`` without the extension).  The operator itself (forward and every gradient against float64, every dtype) is
 in the contract suite (tests/test_backend_contract.py) and the NumPy check
 (tests/test_reference_backend.py)."""
 from __future__ import annotations
@@ -7,10 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ggnet_fast.backends import record_dispatch
+from ggnet_fast.backends import record_dispatch, unavailable_reason
 from ggnet_fast.models import build_ggnet
 from ggnet_fast.models.config import resolve_config
 from ggnet_fast.nn import GuidedNonLocal
+
+#: What ``auto`` runs combine="joint" on here: the fused C++ kernels, measured faster than
+#: PyTorch's flash kernel (docs/cpu_backend.md), else sdpa.
+JOINT_ON_CPU = "cpu" if unavailable_reason("cpu") is None else "sdpa"
 
 
 @pytest.mark.parametrize("d_plus_dg_vs_c", ["narrower", "wider"])
@@ -23,7 +27,7 @@ def test_guided_non_local_joint_matches_float64_reference(seed, d_plus_dg_vs_c):
     g = torch.randn(2, guide, 7, 5, dtype=torch.float64, requires_grad=True)
     with record_dispatch() as calls:
         out = block(x, g)
-    assert calls == [("spatial", "sdpa")]
+    assert calls == [("spatial", JOINT_ON_CPU)]
     block.backend = "reference"
     ref = block(x, g)
     assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
@@ -45,14 +49,14 @@ def test_joint_variant_is_preset_independent_and_overridable():
                           spatial_combine="product").spatial_combine == "product"
 
 
-def test_joint_model_runs_the_sdpa_backend_and_trains():
+def test_joint_model_runs_the_fused_joint_backend_and_trains():
     torch.manual_seed(0)
     model = build_ggnet(preset="paper", variant="joint", backbone="resnet18", weights=None,
                         ggb_stride=8)
     x = torch.randn(2, 3, 64, 64)
     with record_dispatch() as calls:
         out = model(x)
-    assert ("spatial", "sdpa") in calls
+    assert ("spatial", JOINT_ON_CPU) in calls
     out.logits.mean().backward()
     spatial = [p for n, p in model.named_parameters() if "theta" in n or "phi" in n]
     assert spatial and all(p.grad is not None and torch.isfinite(p.grad).all() for p in spatial)

@@ -35,62 +35,11 @@
 
 #include "cpu/tile_gemm.h"
 #include "cpu/tile_math.h"
+#include "cpu/tiling.h"
 #include "ggnet_ops.h"
 
 namespace ggnet::cpu {
 namespace {
-
-constexpr int64_t kBQ = 64;    // queries per tile of the forward
-constexpr int64_t kBQB = 128;  // queries per tile of the backward
-constexpr int64_t kGroups = 4;  // query groups of the backward (fixed, see spatial_backward_impl)
-
-// Bytes of score tiles each thread may hold (three tiles).  When a whole row strip
-// (kBQ x N, or kBQB x N in the backward) fits, a tile is the strip: one GEMM call per
-// product and no recomputation between the passes.  Otherwise tiles of this size stream over the
-// keys (queries) and pass 2 recomputes the scores.  GGNET_CPU_TILE_BYTES overrides it
-// (tests use a small value to exercise the streaming path at small N).
-int64_t tile_budget_bytes() {
-  static const int64_t fallback = int64_t(16) << 20;
-  const char* env = std::getenv("GGNET_CPU_TILE_BYTES");
-  if (env == nullptr || *env == '\0') return fallback;
-  char* end = nullptr;
-  const long long v = std::strtoll(env, &end, 10);
-  TORCH_CHECK_VALUE(end != env && *end == '\0' && v > 0,
-                    "GGNET_CPU_TILE_BYTES must be a positive number of bytes, got '", env, "'");
-  return static_cast<int64_t>(v);
-}
-
-// Tile length along the streamed dimension: everything if it fits, else a multiple of 16.
-int64_t tile_len(int64_t n, int64_t other, int64_t elem_size) {
-  const int64_t fit = tile_budget_bytes() / (3 * other * elem_size);
-  if (fit >= n) return n;
-  return std::max<int64_t>(16, fit / 16 * 16);
-}
-
-struct Blocks {
-  int64_t n, bq, bk, nqb, nkb;
-  Blocks(int64_t n_, int64_t bq_, int64_t bk_)
-      : n(n_), bq(bq_), bk(bk_), nqb((n_ + bq_ - 1) / bq_), nkb((n_ + bk_ - 1) / bk_) {}
-  int64_t q0(int64_t qb) const { return qb * bq; }
-  int64_t nq(int64_t qb) const { return std::min(bq, n - qb * bq); }
-  int64_t k0(int64_t kb) const { return kb * bk; }
-  int64_t nk(int64_t kb) const { return std::min(bk, n - kb * bk); }
-};
-
-// A row-major [rows, cols] view of thread-local scratch.
-at::Tensor tile_view(const at::Tensor& scratch, int64_t rows, int64_t cols) {
-  return scratch.narrow(0, 0, rows * cols).view({rows, cols});
-}
-
-// out = x[q0:q0+nq] @ y[k0:k0+nk]^T  (scores of one tile)
-void scores(const TileGemm& gemm, at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
-            int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
-  gemm(out, x.narrow(0, q0, nq), y.narrow(0, k0, nk).t(), /*accumulate=*/false);
-}
-
-at::Tensor to_acc(const at::Tensor& x, at::ScalarType acc) {
-  return x.to(acc).contiguous();
-}
 
 template <typename T>
 void spatial_forward_impl(const at::Tensor& th, const at::Tensor& ph, const at::Tensor& et,
@@ -173,10 +122,7 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
                            const at::Tensor& stats, const at::Tensor& dvec, at::Tensor& dth,
                            at::Tensor& dph, at::Tensor& det, at::Tensor& drh, at::Tensor& dmu) {
   const int64_t batch = th.size(0), n = th.size(1);
-  // kBQB rows while their strip fits the tile budget, else kBQ rows (strips up to the
-  // forward's limit), else kBQ rows streaming over key tiles.
-  const bool wide = 3 * kBQB * n * static_cast<int64_t>(sizeof(T)) <= tile_budget_bytes();
-  const int64_t bq = std::min(wide ? kBQB : kBQ, n);
+  const int64_t bq = backward_rows(n, sizeof(T));
   const Blocks blk(n, bq, tile_len(n, bq, sizeof(T)));
   const int64_t groups = std::min(kGroups, blk.nqb);
   const TileGemm gemm(th.scalar_type());

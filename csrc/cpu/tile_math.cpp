@@ -48,4 +48,26 @@ void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t 
   bwd_finish_impl(a, b, ds, nq, nk, L, R);
 }
 
+GGNET_MULTIVERSION
+void joint_fwd_block(float* s, std::int64_t nq, std::int64_t nk, float* m, float* l,
+                     float* alpha) {
+  joint_fwd_block_impl(s, nq, nk, m, l, alpha);
+}
+
+void joint_fwd_block(double* s, std::int64_t nq, std::int64_t nk, double* m, double* l,
+                     double* alpha) {
+  joint_fwd_block_impl(s, nq, nk, m, l, alpha);
+}
+
+GGNET_MULTIVERSION
+void joint_bwd_tile(float* s, float* dp, std::int64_t nq, std::int64_t nk, const float* lse,
+                    const float* D) {
+  joint_bwd_tile_impl(s, dp, nq, nk, lse, D);
+}
+
+void joint_bwd_tile(double* s, double* dp, std::int64_t nq, std::int64_t nk, const double* lse,
+                    const double* D) {
+  joint_bwd_tile_impl(s, dp, nq, nk, lse, D);
+}
+
 }  // namespace ggnet::cpu

@@ -168,6 +168,50 @@ GGNET_INLINE void bwd_finish_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64
   }
 }
 
+// ---- joint softmax (combine="joint"): W = softmax_j(s), s = a + b --------------------
+// joint_fwd_block -- in: s, one key block of scores; per-row running max m and sum l.
+//   Out: s <- exp(s - m_new), l <- l e^{m - m_new} + sum_j s, m <- m_new and
+//   alpha_i = e^{m_old - m_new}, the factor the caller applies to its value accumulator.
+template <typename T>
+GGNET_INLINE void joint_fwd_block_impl(T* s, std::int64_t nq, std::int64_t nk, T* m, T* l,
+                                       T* alpha) {
+  for (std::int64_t i = 0; i < nq; ++i) {
+    T* row = s + i * nk;
+    T mx = -std::numeric_limits<T>::infinity();
+    GGNET_SIMD_MAX(mx)
+    for (std::int64_t j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    const T m_new = mx > m[i] ? mx : m[i];
+    T sum = 0;
+    GGNET_SIMD_SUM(sum)
+    for (std::int64_t j = 0; j < nk; ++j) {
+      const T w = exp_approx(row[j] - m_new);
+      row[j] = w;
+      sum += w;
+    }
+    alpha[i] = std::exp(m[i] - m_new);  // m[i] = -inf at start: 0
+    l[i] = l[i] * alpha[i] + sum;
+    m[i] = m_new;
+  }
+}
+
+// joint_bwd_tile -- in: s (scores), dp = do . mu; per-row lse and D_i = do_i . o_i.
+//   Out: s <- W = exp(s - lse), dp <- dz = W (dp - D).
+template <typename T>
+GGNET_INLINE void joint_bwd_tile_impl(T* s, T* dp, std::int64_t nq, std::int64_t nk,
+                                      const T* lse, const T* D) {
+  for (std::int64_t i = 0; i < nq; ++i) {
+    T* rs = s + i * nk;
+    T* rd = dp + i * nk;
+    const T l = lse[i], d = D[i];
+    GGNET_SIMD
+    for (std::int64_t j = 0; j < nk; ++j) {
+      const T w = exp_approx(rs[j] - l);
+      rs[j] = w;
+      rd[j] = w * (rd[j] - d);
+    }
+  }
+}
+
 // Multiversioned float32 entry points and plain float64 ones (defined in tile_math.cpp).
 void lse_update(const float* a, std::int64_t nq, std::int64_t nk, float* m, float* s);
 void lse_update(const double* a, std::int64_t nq, std::int64_t nk, double* m, double* s);
@@ -185,5 +229,14 @@ void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
                 const float* L, const float* R);
 void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
                 const double* L, const double* R);
+
+void joint_fwd_block(float* s, std::int64_t nq, std::int64_t nk, float* m, float* l,
+                     float* alpha);
+void joint_fwd_block(double* s, std::int64_t nq, std::int64_t nk, double* m, double* l,
+                     double* alpha);
+void joint_bwd_tile(float* s, float* dp, std::int64_t nq, std::int64_t nk, const float* lse,
+                    const float* D);
+void joint_bwd_tile(double* s, double* dp, std::int64_t nq, std::int64_t nk, const double* lse,
+                    const double* D);
 
 }  // namespace ggnet::cpu

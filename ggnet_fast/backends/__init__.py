@@ -5,7 +5,7 @@ Priority for ``backend="auto"`` (higher first) on each device:
 ========== ===== ====  ===========================================================
 backend    cuda  cpu   what it is
 ========== ===== ====  ===========================================================
-sdpa        40   40    ``combine="joint"`` only: PyTorch's fused attention (``backends/sdpa.py``)
+sdpa        40   15    ``combine="joint"`` only: PyTorch's fused attention (``backends/sdpa.py``)
 triton      30    -    fused Triton kernels, O(N) memory (``backends/triton/``)
 cuda         -    -    fused CUDA C++ kernels (``csrc/cuda``); explicit only until GPU-verified
 cpu          -   20    fused C++/OpenMP kernels in the compiled extension (``csrc/cpu``)
@@ -39,7 +39,10 @@ register_backend("triton", "ggnet_fast.backends.triton", {"cuda": 30})
 # (the kernels were compiled and host-emulated, never run on a device yet).
 register_backend("cuda", "ggnet_fast.backends.extension:CUDA", {})
 register_backend("cpu", "ggnet_fast.backends.extension:CPU", {"cpu": 20})
-register_backend("sdpa", "ggnet_fast.backends.sdpa", {"cuda": 40, "cpu": 40})
+# combine="joint": on the CPU our fused kernels measured faster than ATen's flash kernel
+# (docs/cpu_backend.md, "Joint softmax"), so sdpa is their fallback there; on CUDA it stays
+# first until a GPU run of benchmarks/gpu_check.sh has timed Triton's joint kernels.
+register_backend("sdpa", "ggnet_fast.backends.sdpa", {"cuda": 40, "cpu": 15})
 load_all()
 
 __all__ = [

@@ -8,12 +8,15 @@ only in the device they accept and in what they decline:
 * ``CPU`` (csrc/cpu/): fused C++/OpenMP kernels.  Spatial: blocks of 64 queries, two
   passes over key tiles, BLAS/oneDNN tile products, memory O(N (d + C)) plus per-thread
   tiles; backward by recomputation from the saved row statistics.  Channel: C x C maps
-  materialised, every mode.  float32/bfloat16/float16 accumulate in float32, float64 in
-  float64.  Measured faster than the reference at every size tried (docs/cpu_backend.md),
-  so it declines only the spatial ``combine="matmul"``.
+  materialised, every mode.  Spatial ``combine="joint"`` (csrc/cpu/joint_cpu.cpp): one
+  online-softmax pass over key tiles of the unpadded [theta, eta] . [phi, rho] scores,
+  backward in one pass from the saved row lse.  float32/bfloat16/float16 accumulate in
+  float32, float64 in float64.  Measured faster than the reference at every size tried
+  (docs/cpu_backend.md), so it declines only the spatial ``combine="matmul"``.
 * ``CUDA`` (csrc/cuda/): streaming kernels over key tiles of 64, scalar float32 tiles or
   (bfloat16, sm_80+) the tensor cores; backward by recomputation, deterministic.
-  Channel: cuBLAS Grams and fused softmaxes.  Spatial in float32/float16/bfloat16 only,
+  Channel: cuBLAS Grams and fused softmaxes.  Spatial ``combine="product"`` only (the
+  triton and sdpa backends run ``"joint"`` on CUDA), float32/float16/bfloat16 only,
   B <= 65535; ``GGNET_CUDA_SCALAR=1`` forces the scalar path (docs/cuda_backend.md).
 
 Spatial ``combine="matmul"`` multiplies two N x N softmaxes, which cannot be streamed
@@ -28,10 +31,10 @@ from types import ModuleType
 
 import torch
 
-from .registry import JOINT_ELSEWHERE
 
 #: Every operator the extension defines (see csrc/ggnet_ops.h).
-OPS = ("spatial", "spatial_fwd", "spatial_bwd", "channel", "channel_fwd", "channel_bwd")
+OPS = ("spatial", "spatial_fwd", "spatial_bwd", "joint", "joint_fwd", "joint_bwd",
+       "channel", "channel_fwd", "channel_bwd")
 
 _MODULE: ModuleType | None = None
 _ERROR: str | None = None
@@ -82,6 +85,8 @@ def with_cuda() -> bool:
 
 _MATMUL = ("combine='matmul' multiplies two N x N softmaxes, which cannot be streamed over "
            "key tiles; use the reference backend")
+_JOINT_CPU_ONLY = ("the extension has combine='joint' kernels for the CPU only; on CUDA the "
+                   "triton and sdpa backends run it")
 _CUDA_SPATIAL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -111,9 +116,11 @@ class ExtensionBackend:
                     f"tensors only, got {device_type} tensors")
         if op != "spatial":
             return None
-        if options.get("combine") == "joint":
-            return JOINT_ELSEWHERE
-        if options.get("combine", "product") != "product":
+        combine = options.get("combine", "product")
+        if combine == "joint":
+            if self.device_type != "cpu":
+                return _JOINT_CPU_ONLY
+        elif combine != "product":
             return _MATMUL
         if self.device_type == "cuda":
             if dtype not in _CUDA_SPATIAL_DTYPES:
@@ -126,8 +133,10 @@ class ExtensionBackend:
 
     def spatial(self, theta, phi, eta, rho, mu, *, combine: str = "product",
                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
-        """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``combine="product"``)."""
-        out = torch.ops.ggnet_fast.spatial(theta, phi, eta, rho, mu)
+        """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``"product"`` or
+        ``"joint"``; the CPU only for ``"joint"``)."""
+        op = torch.ops.ggnet_fast.joint if combine == "joint" else torch.ops.ggnet_fast.spatial
+        out = op(theta, phi, eta, rho, mu)
         return out.to(out_dtype or theta.dtype)
 
     def channel(self, y, g, *, combine: str = "product", stabilize: str | None = None,

@@ -1,7 +1,9 @@
 """The ``triton`` backend: fused Triton kernels for both guided attention operators.
 
-* spatial (``combine="product"`` only): two streaming passes, O(N) memory forward and
+* spatial ``combine="product"``: two streaming passes, O(N) memory forward and
   backward (``spatial_kernels.py``);
+* spatial ``combine="joint"``: one online-softmax pass over the unpadded
+  [theta, eta] . [phi, rho] scores, FlashAttention-2-style backward (``joint_kernels.py``);
 * channel (all ``combine``/``stabilize`` modes, ``scale``): Gram matrices, the three
   softmaxes and the value product in three kernels (``channel_kernels.py``).
 
@@ -15,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from . import channel_kernels as _channel_mod
+from . import joint_kernels as _joint_mod
 from . import spatial_kernels as _spatial_mod
-from ..registry import JOINT_ELSEWHERE
 from ._config import INTERPRET
 
 MAX_SPATIAL_DIM = 256    # d and dg: full-width tiles of [theta, eta] stay in registers
@@ -44,11 +46,9 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
         return f"dtype {dtype} is not supported"
     shape = options.get("shape", {})
     if op == "spatial":
-        if options.get("combine") == "joint":
-            return JOINT_ELSEWHERE
-        if options.get("combine") != "product":
+        if options.get("combine") not in ("product", "joint"):
             return (f"combine={options.get('combine')!r} is not fused (O(N^3) released variant); "
-                    "only combine='product' is")
+                    "only combine='product' and 'joint' are")
         for key, limit in (("d", MAX_SPATIAL_DIM), ("dg", MAX_SPATIAL_DIM), ("C", MAX_SPATIAL_C)):
             if shape.get(key, 0) > limit:
                 return f"{key} = {shape[key]} > {limit} is not supported by the fused kernel"
@@ -62,8 +62,10 @@ def unsupported(op: str, device_type: str, dtype: torch.dtype, options: dict) ->
 
 def spatial(theta, phi, eta, rho, mu, *, combine: str = "product",
             out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``combine="product"``;
-    ``unsupported`` declines the other mode, so it never arrives here)."""
+    """[B,N,d], [B,N,d], [B,N,dg], [B,N,dg], [B,N,C] -> [B,N,C] (``"product"`` or
+    ``"joint"``; ``unsupported`` declines ``"matmul"``, so it never arrives here)."""
+    if combine == "joint":
+        return _joint_mod.joint(theta, phi, eta, rho, mu, out_dtype=out_dtype or theta.dtype)
     return _spatial_mod.spatial(theta, phi, eta, rho, mu, out_dtype=out_dtype or theta.dtype)
 
 
