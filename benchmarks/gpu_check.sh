@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a lent H100/H200 (<= 8 minutes, nothing from a registry):
+# One prepared GPU check for a lent H100/H200 (<= 10 minutes, nothing from a registry):
 # build the CUDA extension against the machine's own torch, run the GPU correctness
 # tests (in parallel, autotuning off, never the interpreter), then a short fixed
 # benchmark list; every step under its own `timeout`, every result written as soon as
@@ -19,7 +19,7 @@
 #
 # --dry-run (CI, CPU only): every step that needs CUDA reports "skipped"; the rest runs
 # (versions, collection of the test and benchmark selections, merge, summary, bundling).
-# GPU_CHECK_BUDGET (seconds, default 470) caps the sum of all step timeouts.
+# GPU_CHECK_BUDGET (seconds, default 570) caps the sum of all step timeouts.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -32,7 +32,7 @@ export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET              # compiled kernels only
 PY=${PYTHON:-python}
 START=$(date +%s)
-BUDGET=${GPU_CHECK_BUDGET:-470}
+BUDGET=${GPU_CHECK_BUDGET:-570}
 : > "$OUT/steps.log"
 
 log() { echo "[$(date -u +%T)] $*" | tee -a "$OUT/steps.log"; }
@@ -89,7 +89,7 @@ step build 120 1 build.log $PY -m pip install --no-build-isolation --no-deps -e 
 # of g++) is left to CI.
 NUM=tests/test_triton_numerics.py
 TESTS="tests/test_backend_contract.py tests/test_triton_gpu.py tests/test_cuda_backend.py
-       tests/test_triton_spatial.py tests/test_triton_channel.py
+       tests/test_triton_spatial.py tests/test_triton_channel.py tests/test_triton_joint.py
        $NUM::test_float16_at_64x64_issue_recipe $NUM::test_bfloat16_at_64x64_issue_recipe_on_gpu"
 PAR=""
 $PY -c "import xdist" 2> /dev/null && PAR="-n 8"
@@ -114,7 +114,9 @@ MM=$(grep -o 'matmul bf16 TFLOP/s: [0-9.]*' "$OUT/device.txt" | tail -1 | awk '{
 # ----------------------------------------------------------------------- benchmarks
 # Fixed list: spatial operator, d = dg in {32, 256} (C = 256), N in {64x64, 128x128},
 # forward and forward+backward; triton, cuda, compile (a fresh torch.compile per case),
-# eager; FlexAttention at d = 32.  Each step writes its own JSON, merged at once.
+# eager; FlexAttention at d = 32.  combine="joint" (first, it decides whether auto may
+# prefer triton over sdpa on CUDA): triton against sdpa and FlexAttention, both d.
+# Each step writes its own JSON, merged at once.
 merge() {
   $PY - "$PARTS" "$OUT/bench.json" <<'PY'
 import glob, json, sys
@@ -145,6 +147,8 @@ bench() {  # NAME LIMIT FILE -k EXPRESSION
     -k "$expr" --benchmark-json="$PARTS/$name.json"
   merge >> "$OUT/bench.log" 2>&1
 }
+bench bench_joint 60 benchmarks/test_bench_ops.py "test_spatial_joint and $SIZES and (triton or sdpa)"
+bench bench_flex_joint 45 benchmarks/test_bench_flex.py "test_joint_flex"
 bench bench_d32 75 benchmarks/test_bench_ops.py "test_spatial and d32-dg32 and $SIZES and $PROVIDERS"
 bench bench_d256 75 benchmarks/test_bench_ops.py "test_spatial and d256-dg256 and $SIZES and $PROVIDERS"
 bench bench_flex 45 benchmarks/test_bench_flex.py "test_spatial_flex and d32-dg32"

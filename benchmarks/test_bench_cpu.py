@@ -23,6 +23,11 @@ BLAS, what eager and compile use), and oneDNN's float32 matmul on the kernels' t
 their tiles).  Each speed case records ``gflop``, the flops the fused kernel executes
 (:func:`executed_flops`).
 
+Joint softmax (``-k joint``, issue 20): ``combine="joint"`` on the fused ``cpu`` kernels
+against the ``sdpa`` backend and eager PyTorch, float32 at N = 64x64 (d = dg = 32 and
+128) and 128x128 (d = 32), bfloat16 at 64x64; peak memory of cpu and sdpa at 64x64 and
+128x128, forward and forward+backward.
+
 GG-Net training step (``-k ggnet_train``): ResNet-18 GG-Net (random weights), 256x256,
 batch 4, SGD, the GGB at stride 4 (N = 64x64) and 8 (N = 32x32), ``cpu`` against
 ``reference``: median step time (wall, and CPU time of the process, which a loaded
@@ -82,9 +87,17 @@ def executed_flops(n: int, d: int, mode: str) -> int:
     return forward + (2 * n2 * (3 * k + 2 * C) if mode == "fwdbwd" else 0)
 
 
+def provider_fn(provider: str):
+    """The spatial operator a provider name runs: ``cpu-blas`` is ``cpu`` (with BLAS tile
+    products), ``X-joint`` is backend or baseline ``X`` with ``combine="joint"``."""
+    if provider.endswith("-joint"):
+        return harness.op_fn("spatial-joint", provider[:-len("-joint")])
+    return harness.spatial_fn("cpu" if provider == "cpu-blas" else provider)
+
+
 def make_call(provider: str, n: int, d: int, mode: str, dtype: torch.dtype = torch.float32):
     """A no-argument callable running one forward (no_grad) or forward+backward."""
-    fn = harness.spatial_fn("cpu" if provider == "cpu-blas" else provider)
+    fn = provider_fn(provider)
     backward = mode == "fwdbwd"
     inputs = make_inputs(n, d, backward, dtype)
     dout = torch.randn(BATCH, n, C, dtype=dtype)
@@ -222,8 +235,44 @@ def test_cpu_gemm_rate(benchmark, library):
     benchmark.extra_info.update({"library": library, "threads": THREADS})
 
 
+#: combine="joint" (issue 20): the fused cpu kernels against the sdpa backend (ATen's flash
+#: kernel on [theta, eta] . [phi, rho] zero-padded to C) and eager, same sizes and inputs.
+JOINT_PROVIDERS = ("cpu-joint", "sdpa-joint", "eager-joint")
+JOINT_CASES = [(64, 32), (64, 128), (128, 32)]
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("provider", JOINT_PROVIDERS)
+@pytest.mark.parametrize("side,d", JOINT_CASES, ids=[f"N{s}x{s}-d{d}" for s, d in JOINT_CASES])
+def test_joint_cpu_speed(benchmark, side, d, provider, mode):
+    """``combine="joint"`` at C = 256: every product once over K = d + dg (no padding)."""
+    if provider == "eager-joint" and side > 64:
+        pytest.skip("eager materialises 4 N x N float32 maps (4 GiB at 128x128)")
+    torch.set_num_threads(THREADS)
+    call = make_call(provider, side * side, d, mode)
+    benchmark.extra_info.update({"provider": provider, "N": side * side, "side": side, "d": d,
+                                 "C": C, "mode": mode, "threads": THREADS, "combine": "joint",
+                                 "gflop": executed_flops(side * side, d, mode) / 1e9})
+    benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("provider", JOINT_PROVIDERS[:2])
+def test_joint_cpu_speed_bf16(benchmark, provider, mode):
+    """bfloat16 inputs at N = 64x64, d = dg = 32: cpu (float32 tiles) against sdpa (ATen's
+    flash kernel in bfloat16)."""
+    torch.set_num_threads(THREADS)
+    call = make_call(provider, 64 * 64, 32, mode, torch.bfloat16)
+    benchmark.extra_info.update({"provider": provider, "N": 64 * 64, "side": 64, "d": 32,
+                                 "C": C, "mode": mode, "threads": THREADS, "dtype": "bf16",
+                                 "combine": "joint", "gflop": executed_flops(4096, 32, mode) / 1e9})
+    benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+
+
 MEMORY_CASES = ([(s, 32, p, m) for s in SIDES for m in ("fwd", "fwdbwd") for p in PROVIDERS]
-                + [(128, 32, p, "fwd") for p in ("cpu", "eager", "reference")])
+                + [(128, 32, p, "fwd") for p in ("cpu", "eager", "reference")]
+                + [(s, 32, p, m) for s in (64, 128) for m in ("fwd", "fwdbwd")
+                   for p in ("cpu-joint", "sdpa-joint")])
 
 
 def peak_in_subprocess(side: int, d: int, provider: str, mode: str) -> dict:

@@ -141,3 +141,45 @@ def test_spatial_triton_r_variant(benchmark, monkeypatch, dims, r_mode):
         "C": c, "mode": "forward+backward", "peak_extra_bytes": peak,
         "flops": spatial_flops(BATCH, n, d, dg, c, True)})
     benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("dims", SPATIAL_DIMS, ids=lambda t: "d{}-dg{}-C{}".format(*t))
+@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
+def test_joint_flex(benchmark, side, dims, mode):
+    """``combine="joint"`` as FlexAttention runs it: ordinary attention over
+    [theta, eta] . [phi, rho] (head dim d + dg, scale 1) with values mu (C wide, no
+    padding where FlexAttention accepts a value width other than the query's)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    n = side * side
+    d, dg, c = dims
+    backward = mode != "forward"
+    inputs = _inputs(n, d, dg, c, backward)
+    grad_out = torch.randn(BATCH, n, c, device="cuda", dtype=DTYPE)
+    torch._dynamo.reset()  # a fresh compile per case (see make_flex_spatial)
+    flex = torch.compile(flex_attention, dynamic=False)
+
+    def step():
+        t, p, e, r, m = (x.unsqueeze(1) for x in inputs)
+        out = flex(torch.cat([t, e], -1), torch.cat([p, r], -1), m, scale=1.0).squeeze(1)
+        if backward:
+            torch.autograd.grad(out, inputs, grad_out)
+        return out
+
+    try:
+        step()  # compile outside the measurement
+    except Exception as exc:  # noqa: BLE001 - FlexAttention's own limits
+        pytest.skip(f"FlexAttention cannot run this shape: {type(exc).__name__}: {exc}"[:300])
+    peak = harness.peak_extra_bytes(step, torch.device("cuda"))
+    benchmark.extra_info.update({
+        "device": torch.cuda.get_device_name(), "dtype": str(DTYPE), "torch": torch.__version__,
+        "op": "spatial-joint", "provider": "flex", "B": BATCH, "N": n, "d": d, "dg": dg, "C": c,
+        "mode": mode, "peak_extra_bytes": peak})
+
+    def call():
+        out = step()
+        torch.cuda.synchronize()
+        return out
+
+    benchmark.pedantic(call, rounds=5, warmup_rounds=1, iterations=1)

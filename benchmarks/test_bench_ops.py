@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import harness
+from ggnet_fast.backends import unavailable_reason
 from ggnet_fast.ops import spatial_flops
 
 DEV = harness.device()
@@ -79,6 +80,8 @@ def test_spatial(benchmark, provider, side, dims, mode):
     n = side * side
     d, dg, c = dims
     backward = mode != "forward"
+    if provider not in ("eager", "compile") and unavailable_reason(provider):
+        pytest.skip(f"{provider}: {unavailable_reason(provider)}")
     why = harness.unsupported_reason(provider, "spatial", DEV, DTYPE,
                                      {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c})
     if why:
@@ -94,14 +97,23 @@ def test_spatial(benchmark, provider, side, dims, mode):
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("dims", SPATIAL_DIMS, ids=lambda t: "d{}-dg{}-C{}".format(*t))
 @pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
-@pytest.mark.parametrize("provider", ["sdpa", "reference", "eager", "compile"])
-def test_spatial_joint(benchmark, provider, side, mode):
-    """``combine="joint"`` (softmax(a + b) @ mu): the sdpa backend (PyTorch's fused
-    attention over [theta, eta] . [phi, rho]) against the materialising compositions."""
+@pytest.mark.parametrize("provider", ["triton", "cpu", "sdpa", "reference", "eager", "compile"])
+def test_spatial_joint(benchmark, provider, side, dims, mode):
+    """``combine="joint"`` (softmax(a + b) @ mu): our fused kernels (triton on a GPU, cpu
+    on the CPU) and the sdpa backend (PyTorch's fused attention over [theta, eta] .
+    [phi, rho], zero-padded to C) against the materialising compositions."""
     n = side * side
-    d, dg, c = SPATIAL_DIMS[-1]
+    d, dg, c = dims
     backward = mode != "forward"
+    if provider not in ("eager", "compile") and unavailable_reason(provider):
+        pytest.skip(f"{provider}: {unavailable_reason(provider)}")
+    why = harness.unsupported_reason(provider, "spatial", DEV, DTYPE,
+                                     {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c},
+                                     combine="joint")
+    if why:
+        pytest.skip(f"{provider}: {why}")
     _skip_if_too_big(provider, n, backward)
     step = _spatial_step(harness.op_fn("spatial-joint", provider), n, d, dg, c, backward)
     step()

@@ -16,7 +16,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = {"steps.log", "device.txt", "build.log", "tests.log", "tests.xml", "bench.log",
          "bench.json", "bench_table.md"}
-CUDA_STEPS = ("build", "tests", "matmul", "bench_d32", "bench_d256", "bench_flex")
+BENCH_STEPS = ("bench_joint", "bench_flex_joint", "bench_d32", "bench_d256", "bench_flex")
+CUDA_STEPS = ("build", "tests", "matmul", *BENCH_STEPS)
 
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils timeout")
@@ -32,7 +33,7 @@ def test_dry_run_reports_skipped_cuda_steps_and_bundles_at_most_8_files(tmp_path
     for name in CUDA_STEPS:
         assert f"{name}: skipped (dry run: needs CUDA)" in steps, steps
     assert "collect: exit 0" in steps, steps + (tmp_path / "tests.log").read_text()[-3000:]
-    for name in ("bench_d32", "bench_d256", "bench_flex"):  # the GPU's sizes collect
+    for name in BENCH_STEPS:  # the GPU's sizes collect
         assert f"{name}-collect: exit 0" in steps, steps + (tmp_path / "bench.log").read_text()
     assert "done in" in steps
     merged = json.loads((tmp_path / "bench.json").read_text())

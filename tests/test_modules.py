@@ -13,7 +13,8 @@ def test_guided_non_local_matches_the_operator_on_projections(seed):
     x, g = torch.randn(2, 6, 5, 7, dtype=torch.float64), torch.randn(2, 4, 5, 7, dtype=torch.float64)
     flat = lambda t: t.flatten(2).transpose(1, 2)  # noqa: E731
     expected = guided_spatial_attention(flat(block.theta(x)), flat(block.phi(x)), flat(block.eta(g)),
-                                        flat(block.rho(g)), flat(block.mu(x)), backend="reference")
+                                        flat(block.rho(g)), flat(block.mu(x)), combine="joint",
+                                        backend="reference")
     expected = expected.transpose(1, 2).reshape(2, 6, 5, 7) + x
     torch.testing.assert_close(block(x, g), expected, rtol=1e-12, atol=1e-12)
 
@@ -126,3 +127,35 @@ def test_empty_or_integer_feature_maps_are_named(module):
         block(torch.ones(1, 4, 8, 8, dtype=torch.long), torch.randn(1, 3, 8, 8))
     with pytest.raises(TypeError, match=r"^guide must have a floating dtype.*torch.uint8"):
         block(torch.randn(1, 4, 8, 8), torch.ones(1, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_drop_in_modules_default_to_the_joint_softmax():
+    """The form that attends is the default; the paper's product form stays one argument
+    away (docs/results.md: on BUSI the product form is global average pooling)."""
+    assert GuidedNonLocal(8, 4).combine == "joint"
+    ggb = GlobalGuidanceBlock(8, 4, spatial={}, channel={})
+    assert ggb.spatial.combine == "joint"
+    assert GuidedNonLocal(8, 4, combine="product").combine == "product"
+
+
+@pytest.mark.parametrize("preset,combine", [("paper", "product"), ("released", "matmul")])
+def test_ggnet_presets_keep_their_spatial_combine(preset, combine):
+    from ggnet_fast.models import build_ggnet
+    model = build_ggnet(preset=preset, variant="full", backbone="resnet18", weights=None,
+                        ggb_stride=16)
+    assert model.ggb.spatial.combine == combine
+
+
+@pytest.mark.parametrize("module,kwargs,name", [
+    (GuidedNonLocal, {"combine": "prod"}, "combine"),
+    (GuidedNonLocal, {"backend": "cpp"}, "backend"),
+    (GuidedChannelAttention, {"combine": "joint"}, "combine"),
+    (GuidedChannelAttention, {"stabilize": "max"}, "stabilize"),
+    (GuidedChannelAttention, {"backend": "torch"}, "backend"),
+    (GuidedChannelAttention, {"gram_normalization": "n"}, "gram_normalization"),
+])
+def test_bad_options_are_refused_when_the_module_is_built(module, kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name} must be one of"):
+        module(8, 4, **kwargs)
+    with pytest.raises(TypeError, match="backend must be a string"):
+        module(8, 4, backend=None)

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from ggnet_fast.backends.triton import joint_kernels
 from ggnet_fast.backends.triton.spatial_kernels import default_tiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,12 +22,19 @@ KERNELS = {"fwd_lse": ("lse", False), "fwd": ("fwd", False), "fwd_o2": ("fwd", T
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+JOINT_KERNELS = {"joint_fwd": "fwd", "joint_dq": "dq", "joint_dkv": "dkv"}
+
+
 def test_default_tiles_are_the_reports_defaults():
     rows = [r for r in json.load(open(REPORT)) if r["default"]]
-    assert len(rows) == 120
+    assert len(rows) == 192  # 8 kernels x 3 dtypes x d in {32, 64, 128, 256} x C in {256, 512}
     for r in rows:
-        kernel, save_o2 = KERNELS[r["kernel"]]
-        tiles = default_tiles(kernel, r["d"], r["dg"], r["C"], DTYPES[r["dtype"]], save_o2)
+        if r["kernel"] in JOINT_KERNELS:
+            tiles = joint_kernels.default_tiles(JOINT_KERNELS[r["kernel"]], r["d"], r["dg"],
+                                                r["C"], DTYPES[r["dtype"]])
+        else:
+            kernel, save_o2 = KERNELS[r["kernel"]]
+            tiles = default_tiles(kernel, r["d"], r["dg"], r["C"], DTYPES[r["dtype"]], save_o2)
         assert ", ".join(f"{k}={v}" for k, v in tiles.items()) == r["config"], r
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops._checks import FLOAT_DTYPES
+from ..backends.registry import registered_backends
+from ..ops._checks import FLOAT_DTYPES, check_choice
 
 RESIDUAL_MODES = ("learnable", "fixed")
 
@@ -27,6 +28,18 @@ def check_feature_map(name: str, x, channels: int) -> None:
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or "
                         f"float64), got {x.dtype}")
+
+
+def check_options(*, backend: str, **choices: tuple[object, tuple]) -> None:
+    """Validate a module's options when it is built, not at its first forward pass:
+    ``backend`` must be ``"auto"`` or a registered backend name (available here or not:
+    a module may be built on a CPU machine and run on a GPU); each ``name=(value,
+    allowed)`` must have its value among the allowed ones.  ``ValueError`` naming it."""
+    for name, (value, allowed) in choices.items():
+        check_choice(name, value, allowed)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    check_choice("backend", backend, ("auto", *registered_backends()))
 
 
 def match_guide(x: torch.Tensor, guide: torch.Tensor, resize_guide: bool) -> torch.Tensor:

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from ..ops import guided_channel_attention
-from ._common import add_gamma, check_feature_map, match_guide
+from ..ops.guided_attention import COMBINE_MODES, STABILIZE_MODES
+from ._common import add_gamma, check_feature_map, check_options, match_guide
 
 GRAM_NORMALIZATIONS = ("none", "positions")
 
@@ -63,9 +64,9 @@ class GuidedChannelAttention(nn.Module):
         out_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if gram_normalization not in GRAM_NORMALIZATIONS:
-            raise ValueError(f"gram_normalization must be one of {list(GRAM_NORMALIZATIONS)}, "
-                             f"got {gram_normalization!r}")
+        check_options(backend=backend, combine=(combine, COMBINE_MODES),
+                      stabilize=(stabilize, STABILIZE_MODES),
+                      gram_normalization=(gram_normalization, GRAM_NORMALIZATIONS))
         guide_channels = guide_channels or in_channels
         self.in_channels, self.guide_channels = in_channels, guide_channels
         self.combine, self.stabilize = combine, stabilize

@@ -21,7 +21,8 @@ shared_bytes, wgmma, ex2, replication, arch, precision`` (``default``: the confi
 the kernel runs without autotuning, ``GGNET_TRITON_AUTOTUNE=0``; ``ex2``: exponential
 instructions in the compiled code; ``replication``: how many times a program computes
 each score of its tile, from ``ex2``: 1, or 2-8 where Triton's layout gives several warps
-the same scores); forward kernels have ``fwd`` in their name.  Must run with
+the same scores); forward kernels have ``fwd`` in their name, the ``combine="joint"``
+kernels (``joint_kernels.py``) start with ``joint_``.  Must run with
 ``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition time).
 """
 from __future__ import annotations
@@ -143,6 +144,16 @@ def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True,
          dict(**io, DOL=dtype, DSC=f32, DMUB=f32, STATS=f32, BST=f32, DPH=dtype, DRH=dtype,
               DMU=dtype), scalars, bwd),
     ]
+    from . import joint_kernels as jk
+    joint = dict(BLOCK_K=block(d + dg), BLOCK_C=block(c), ROW_SCALE=row_scale, PREC=prec)
+    grads = dict(DOS=dtype, DSC=f32, LSE=f32, DV=f32)
+    jobs += [
+        ("joint_fwd", jk._fwd_kernel, dict(**io, LSE=f32, O=f32), scalars,
+         dict(BLOCK_K=block(d + dg), PREC=prec)),
+        ("joint_dq", jk._dq_kernel, dict(**io, **grads, DTH=dtype, DET=dtype), scalars, joint),
+        ("joint_dkv", jk._dkv_kernel, dict(**io, **grads, DPH=dtype, DRH=dtype, DMU=dtype),
+         scalars, joint),
+    ]
     return [j for j in jobs if no_grad_fwd or j[0] != "fwd"]
 
 
@@ -225,8 +236,13 @@ def _compile_one(kernel, pointers, scalars, consts, config, arch, dims):
 
 #: Exponentials per key pair in the source of the kernels whose score tile feeds a
 #: second product (the backward's float16 row scaling adds a per-row ``exp2``, so its
-#: rows get no replication figure; they share bfloat16's layouts).
-_EXPS_PER_PAIR = {"fwd": 1, "fwd_o2": 1, "bwd_dq": 2, "bwd_dkv": 2}
+#: rows get no replication figure; they share bfloat16's layouts).  The joint forward's
+#: per-row rescaling factor adds BLOCK_M exponentials per tile, not counted: its figure
+#: is 1 + (rows' copies) / BLOCK_N.
+_EXPS_PER_PAIR = {"fwd": 1, "fwd_o2": 1, "bwd_dq": 2, "bwd_dkv": 2, "joint_fwd": 1,
+                  "joint_dq": 1, "joint_dkv": 1}
+#: Kernels whose float16 build scales rows by powers of two (``row_scaled``).
+_ROW_SCALED = ("bwd_dq", "bwd_dkv", "joint_dq", "joint_dkv")
 
 
 def replication(label: str, dtype: str, config, ex2: int) -> float | None:
@@ -235,7 +251,7 @@ def replication(label: str, dtype: str, config, ex2: int) -> float | None:
     shared out over the threads, 2 or more when Triton's layout gives several warps
     the same scores (``None`` where the count says nothing)."""
     exps = _EXPS_PER_PAIR.get(label)
-    if exps is None or (dtype == "fp16" and label.startswith("bwd")):
+    if exps is None or (dtype == "fp16" and label in _ROW_SCALED):
         return None
     tile = config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
     return ex2 * 32 * config.num_warps / (tile * exps)

@@ -22,7 +22,8 @@ rounded after a factor ``W_SCALE`` (so W ~ 1/N stays a normal float16 at N = 128
 ``do`` after a power of two per batch element (``_scaled_rounding``), and in float16
 ``dz`` after a per-row power of two (``row_scaled``), each undone on the float32
 accumulators.  Tile lists: the product kernels' classes (same accumulators: the forward
-holds a C-wide one, dq a (d + dg)-wide one, dkv both), see ``spatial_kernels.py``.
+holds a C-wide one, dq a (d + dg)-wide one, dkv both; see ``spatial_kernels.py``), but
+for one dkv class (``_JOINT_DKV_TILES``).
 """
 from __future__ import annotations
 
@@ -33,13 +34,29 @@ import triton
 import triton.language as tl
 
 from ._config import W_SCALE, block, dot_precision, row_scaled, tuned
-from .spatial_kernels import (_DKV_TILES, _DQ_TILES, _FWD_TILES, _KEY, _bwd_class, _c_block,
-                              _class, _load_tile, _scaled_rounding)
+from .spatial_kernels import (_DKV_TILES, _DQ_TILES, _FWD_TILES, _KEY, _MN, _bwd_class,
+                              _c_block, _cfg, _class, _load_tile, _scaled_rounding,
+                              first_of_class)
 
-_FWD = tuned(_FWD_TILES, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _class)
-_DQ = tuned(_DQ_TILES, dict(BLOCK_M=128, BLOCK_N=128), functools.partial(_bwd_class, _DQ_TILES))
-_DKV = tuned(_DKV_TILES, dict(BLOCK_M=128, BLOCK_N=128),
-             functools.partial(_bwd_class, _DKV_TILES))
+#: dkv at d + dg <= 128 with C > 256: the product's 32-row default spills 16 bytes here
+#: (bf16, d = 32, C = 512; the joint kernel keeps a dz tile the product does not), 64 rows
+#: on 8 warps do not (234 registers, 92 KB; sm_90 static report).
+_JOINT_DKV_TILES = {**_DKV_TILES, "narrow-bigc": _cfg(_MN, [(64, 16, 8, 2), (32, 16, 8, 2)])}
+#: Tile lists and class pickers by kernel ("fwd", "dq", "dkv"), for the static report.
+TILE_LISTS = {"fwd": (_FWD_TILES, _class),
+              "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
+              "dkv": (_JOINT_DKV_TILES, functools.partial(_bwd_class, _JOINT_DKV_TILES))}
+_FWD = tuned(TILE_LISTS["fwd"][0], dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1),
+             TILE_LISTS["fwd"][1])
+_DQ = tuned(TILE_LISTS["dq"][0], dict(BLOCK_M=128, BLOCK_N=128), TILE_LISTS["dq"][1])
+_DKV = tuned(TILE_LISTS["dkv"][0], dict(BLOCK_M=128, BLOCK_N=128), TILE_LISTS["dkv"][1])
+
+
+def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = torch.bfloat16,
+                  arch: int = 90) -> dict:
+    """The default tiles of the joint ``kernel`` ("fwd", "dq" or "dkv"), as
+    ``spatial_kernels.default_tiles`` gives them for the product kernels."""
+    return first_of_class(*TILE_LISTS[kernel], d, dg, c, dtype, arch=arch)
 
 
 @triton.autotune(key=_KEY, **_FWD)

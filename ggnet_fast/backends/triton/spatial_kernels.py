@@ -204,6 +204,13 @@ def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = tor
     lists, pick = {"lse": (_LSE_TILES, _class), "fwd": (_FWD_TILES, _fwd_class),
                    "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
                    "dkv": (_DKV_TILES, functools.partial(_bwd_class, _DKV_TILES))}[kernel]
+    return first_of_class(lists, pick, d, dg, c, dtype, save_o2, arch)
+
+
+def first_of_class(lists: dict, pick, d: int, dg: int, c: int, dtype: torch.dtype,
+                   save_o2: bool = False, arch: int = 90) -> dict:
+    """The first configuration of the class ``pick`` chooses in ``lists`` for a launch
+    with these sizes (the default of ``default_tiles``)."""
     args = dict(Q=types.SimpleNamespace(dtype=dtype), D=d, DG=dg, C=c, SAVE_O2=save_o2,
                 ARCH=arch)
     return dict(lists[chosen_class(lists, pick, args)][0])
