@@ -77,15 +77,22 @@ GGNET_INLINE float expm1_unit(float p) {
 GGNET_INLINE double exp_approx(double x) { return std::exp(x); }
 GGNET_INLINE double expm1_unit(double p) { return std::expm1(p); }
 
+// Largest entry of row[0:nk] (-inf for nk = 0).
+template <typename T>
+GGNET_INLINE T row_max(const T* row, std::int64_t nk) {
+  T mx = -std::numeric_limits<T>::infinity();
+  GGNET_SIMD_MAX(mx)
+  for (std::int64_t j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+  return mx;
+}
+
 // ---- pass 1: online row logsumexp over one key block --------------------------------
 // For each row i: m_i <- max(m_i, max_j a_ij); s_i <- s_i e^{m_old - m_i} + sum_j e^{a_ij - m_i}.
 template <typename T>
 GGNET_INLINE void lse_update_impl(const T* a, std::int64_t nq, std::int64_t nk, T* m, T* s) {
   for (std::int64_t i = 0; i < nq; ++i) {
     const T* row = a + i * nk;
-    T mx = -std::numeric_limits<T>::infinity();
-    GGNET_SIMD_MAX(mx)
-    for (std::int64_t j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    const T mx = row_max(row, nk);
     const T m_new = mx > m[i] ? mx : m[i];
     T sum = 0;
     GGNET_SIMD_SUM(sum)
@@ -177,9 +184,7 @@ GGNET_INLINE void joint_fwd_block_impl(T* s, std::int64_t nq, std::int64_t nk, T
                                        T* alpha) {
   for (std::int64_t i = 0; i < nq; ++i) {
     T* row = s + i * nk;
-    T mx = -std::numeric_limits<T>::infinity();
-    GGNET_SIMD_MAX(mx)
-    for (std::int64_t j = 0; j < nk; ++j) mx = row[j] > mx ? row[j] : mx;
+    const T mx = row_max(row, nk);
     const T m_new = mx > m[i] ? mx : m[i];
     T sum = 0;
     GGNET_SIMD_SUM(sum)

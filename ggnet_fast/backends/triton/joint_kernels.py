@@ -35,8 +35,8 @@ import triton.language as tl
 
 from ._config import W_SCALE, block, dot_precision, row_scaled, tuned
 from .spatial_kernels import (_DKV_TILES, _DQ_TILES, _FWD_TILES, _KEY, _MN, _bwd_class,
-                              _c_block, _cfg, _class, _load_tile, _scaled_rounding,
-                              first_of_class)
+                              _c_block, _cfg, _class, _fwd_tile, _load_tile,
+                              _scaled_rounding, first_of_class)
 
 #: dkv at d + dg <= 128 with C > 256: the product's 32-row default spills 16 bytes here
 #: (bf16, d = 32, C = 512; the joint kernel keeps a dz tile the product does not), 64 rows
@@ -67,17 +67,10 @@ def _fwd_kernel(Q, K, MU, LSE, O, N, D, DG, C, DT,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, C_SPLIT: tl.constexpr,
                 BLOCK_C: tl.constexpr):
     """O[b, i, chunk] = sum_j W_ij mu_j for one C chunk; LSE[b, i] = log sum_j exp(s_ij)."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
+    pid_b, offs_m, offs_c, rm, cc, q = _fwd_tile(Q, N, C, DT, BLOCK_M, BLOCK_K, BLOCK_C)
     qbase = pid_b * N * DT
     vbase = pid_b * N * C
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    rm = offs_m < N
-    cc = offs_c < C
-    q = _load_tile(Q + qbase, offs_m, rm, offs_k, DT, DT)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
@@ -97,7 +90,7 @@ def _fwd_kernel(Q, K, MU, LSE, O, N, D, DG, C, DT,
         m = m_new
     o = acc / (W_SCALE * l[:, None])
     tl.store(O + vbase + offs_m[:, None] * C + offs_c[None, :], o, mask=rm[:, None] & cc[None, :])
-    if pid_c == 0:
+    if tl.program_id(1) == 0:
         tl.store(LSE + pid_b * N + offs_m, m + tl.log(l), mask=rm)
 
 

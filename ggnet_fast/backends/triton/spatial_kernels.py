@@ -62,6 +62,20 @@ def _load_tile(ptr, rows, row_mask, cols, n_cols, stride):
 
 
 @triton.jit
+def _fwd_tile(Q, N, C, DT, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+              BLOCK_C: tl.constexpr):
+    """A forward program's work (grid: row tiles, C chunks, batch): ``(pid_b, offs_m,
+    offs_c, rm, cc, q)`` with its rows and row mask, its C chunk and column mask, and its
+    query tile of the row-major [B, N, DT] ``Q`` ([BLOCK_M, BLOCK_K])."""
+    pid_b = tl.program_id(2).to(tl.int64)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    rm = offs_m < N
+    q = _load_tile(Q + pid_b * N * DT, offs_m, rm, tl.arange(0, BLOCK_K), DT, DT)
+    return pid_b, offs_m, offs_c, rm, offs_c < C, q
+
+
+@triton.jit
 def _weights(p, like):
     """``(W_SCALE e, W_SCALE p exp(p))``, e = expm1(p), each rounded to ``like``'s dtype
     (the 16-bit MMA operands).  Forward and backward both call this, so the backward's
@@ -270,17 +284,10 @@ def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, C_SPLIT: tl.constexpr,
                 BLOCK_C: tl.constexpr):
     """Pass 2: O = (sum_j mu_j + sum_j e_ij mu_j) / L_i for one C chunk; STATS[2:4] = L, q."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2).to(tl.int64)
+    pid_b, offs_m, offs_c, rm, cc, q = _fwd_tile(Q, N, C, DT, BLOCK_M, BLOCK_K, BLOCK_C)
     qbase = pid_b * N * DT
     vbase = pid_b * N * C
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_k = tl.arange(0, BLOCK_K)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    rm = offs_m < N
-    cc = offs_c < C
-    q = _load_tile(Q + qbase, offs_m, rm, offs_k, DT, DT)
     sbase = STATS + pid_b * 4 * N
     lse = (tl.load(sbase + offs_m, mask=rm, other=0.0)
            + tl.load(sbase + N + offs_m, mask=rm, other=0.0))
@@ -311,7 +318,7 @@ def _fwd_kernel(Q, K, MU, MUSUM, STATS, O, O2, N, D, DG, C, DT,
     if SAVE_O2:
         tl.store(O2 + vbase + offs_m[:, None] * C + offs_c[None, :],
                  acc2 / (W_SCALE * L[:, None]), mask=omask)
-    if pid_c == 0:
+    if tl.program_id(1) == 0:
         tl.store(sbase + 2 * N + offs_m, L, mask=rm)
         tl.store(sbase + 3 * N + offs_m, qsum / (W_SCALE * L), mask=rm)
 
