@@ -12,6 +12,7 @@ Run ``ggnet <command> --help`` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -104,11 +105,20 @@ def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, help="network input side (default 256)")
     g.add_argument("--batch-size", type=int, help="images per step and process (default 4)")
     g.add_argument("--lr", type=float, help="base learning rate (default 1e-3)")
-    g.add_argument("--schedule", choices=["epochs", "iterations"], help="override the preset's schedule")
-    g.add_argument("--epochs", type=int, help="epochs schedule: number of epochs")
-    g.add_argument("--lr-step-epochs", type=int, help="epochs schedule: lr x0.1 every this many epochs")
-    g.add_argument("--iterations", type=int, help="iterations schedule: number of iterations")
-    g.add_argument("--lr-step-iters", type=int, help="iterations schedule: lr x0.1 at this iteration")
+    g.add_argument("--schedule", choices=["epochs", "iterations"],
+                   help="override the preset's schedule (paper: epochs, released: iterations)")
+    g.add_argument("--epochs", type=int,
+                   help="number of epochs (>= 1); selects the epochs schedule (an error with "
+                        "--schedule iterations)")
+    g.add_argument("--lr-step-epochs", type=int,
+                   help="lr x0.1 every this many epochs (0 = never); only with the epochs "
+                        "schedule, else an error")
+    g.add_argument("--iterations", type=int,
+                   help="number of iterations (>= 1); selects the iterations schedule (an "
+                        "error with --schedule epochs)")
+    g.add_argument("--lr-step-iters", type=int,
+                   help="lr x0.1 at this iteration (0 = never); only with the iterations "
+                        "schedule, else an error")
     g.add_argument("--val-every", type=int, help="iterations between validations (default: one epoch)")
     g.add_argument("--early-stop", dest="early_stop_patience", type=int,
                    help="stop after this many validations without a better Dice (0 = never)")
@@ -178,6 +188,33 @@ def _dataset_of_root(root: str) -> str:
     return name
 
 
+# The flags of each schedule: its length (which selects it) and its lr step.
+SCHEDULE_FLAGS = {"epochs": ("epochs", "lr_step_epochs"),
+                  "iterations": ("iterations", "lr_step_iters")}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _schedule_of(args, schedule: str) -> str:
+    """The schedule a run uses: ``--schedule``, else the one whose length flag
+    (``--epochs``, ``--iterations``) is given, else ``schedule`` (the preset's or the
+    ``--config``'s). A flag of the other schedule cannot take effect: ``ValueError``."""
+    given = {s: [f for f in flags if getattr(args, f, None) is not None]
+             for s, flags in SCHEDULE_FLAGS.items()}
+    chosen = args.schedule or next((s for s, flags in SCHEDULE_FLAGS.items()
+                                    if flags[0] in given[s]), schedule)
+    for other, flags in given.items():
+        if other != chosen and flags:
+            raise ValueError(f"{' and '.join(map(_flag, flags))} cannot take effect: "
+                             f"{'they belong' if len(flags) > 1 else 'it belongs'} to the "
+                             f"{other} schedule, and this run uses the {chosen} schedule"
+                             + (" (--schedule)" if args.schedule else "")
+                             + f"; drop it, or pass --schedule {other}")
+    return chosen
+
+
 def config_from_args(args):
     """Merge --config, the preset's schedule and explicit flags into a TrainConfig
     (validated by the Trainer that runs it)."""
@@ -188,6 +225,7 @@ def config_from_args(args):
     if args.preset or not args.config:
         base.update(preset_schedule(preset))
     base["preset"] = preset
+    args.schedule = _schedule_of(args, base["schedule"])
     if args.data is None and args.data_root and not args.config:
         args.data = _dataset_of_root(args.data_root)
     if args.data and args.data != base["data"]:
@@ -265,12 +303,14 @@ def cmd_eval(args) -> int:
 
     from .crf import parse_crf_params
 
+    device = _device(args.device)
+    _check_threshold(args.threshold)
     if args.data_root is None:
         _check_saved_data_roots(args.run)
 
     res = evaluate_run(args.run, checkpoint=args.checkpoint, crf=args.crf,
                        threshold=args.threshold, overlays=args.overlays, out_dir=args.out,
-                       device=_device(args.device), data_root=args.data_root,
+                       device=device, data_root=args.data_root,
                        progress=not args.no_progress, backend=args.backend,
                        overwrite=args.overwrite, crf_params=parse_crf_params(args.crf_param))
     print(res["table"])
@@ -278,11 +318,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _device(name):
-    import torch
-    if name in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+def _device(name) -> str:
+    """The device ``--device`` names (``auto``: cuda when available, else cpu); a device
+    this machine does not have, or a name that is none, is a ``ValueError`` naming it."""
+    from .train.build import resolve_device
+
+    return str(resolve_device(name or "auto"))
+
+
+def _check_threshold(value: float) -> None:
+    """``--threshold`` is a probability strictly between 0 and 1 (checked before any work)."""
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"--threshold must be in (0, 1), got {value}")
 
 
 def cmd_predict(args) -> int:
@@ -292,6 +339,7 @@ def cmd_predict(args) -> int:
 
     crf_params = parse_crf_params(args.crf_param)
     device = _device(args.device)
+    _check_threshold(args.threshold)
     inputs = input_images(args.input)
     inputs = pending_inputs(args.out, inputs, overwrite=args.overwrite,
                             skip_existing=args.skip_existing)
@@ -303,7 +351,8 @@ def cmd_predict(args) -> int:
             raise ValueError(f"dense CRF unavailable ({reason}); pass --no-crf")
     predictor = Predictor(model, args.image_size or cfg.get("image_size", 256), device,
                           crf=args.crf, threshold=args.threshold, crf_params=crf_params)
-    for path, written, fraction in predict_to_folder(predictor, inputs, args.out):
+    for path, written, fraction in predict_to_folder(predictor, inputs, args.out,
+                                                     keep_existing=args.skip_existing):
         print(f"{path}: lesion {fraction * 100:.1f}% of the image -> {written}")
     return 0
 
@@ -329,8 +378,9 @@ def cmd_bench(args) -> int:
     if args.pytest:
         import subprocess
         return subprocess.call([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q"])
+    device = _device(args.device)
     from .bench import run_bench
-    run_bench(device=_device(args.device), repeats=args.repeats)
+    run_bench(device=device, repeats=args.repeats)
     return 0
 
 
@@ -363,7 +413,8 @@ def _add_inference_args(p: argparse.ArgumentParser, overwrite_help: str) -> None
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
-def _add_train_parser(sub) -> None:
+def _add_train_parser(sub, full: bool = True) -> None:
+    """``ggnet train``; its options only when ``full``."""
     p = sub.add_parser("train", help="train a model (one fold, all folds, or resume a run)",
                        description="Train GG-Net (or an ablation/baseline variant). Writes config.json, "
                                    "last.pt/best.pt checkpoints, train_log.csv, val_log.csv and "
@@ -372,17 +423,23 @@ def _add_train_parser(sub) -> None:
                                    "--resume). Multi-GPU: "
                                    "torchrun --nproc-per-node N -m ggnet_fast.cli train ...",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_train)
+    if not full:
+        return
     for add in (_add_data_args, _add_model_args, _add_optimisation_args, _add_execution_args):
         add(p)
-    p.set_defaults(func=cmd_train)
 
 
-def _add_eval_parser(sub) -> None:
+def _add_eval_parser(sub, full: bool = True) -> None:
+    """``ggnet eval``; its options only when ``full``."""
     p = sub.add_parser("eval", help="evaluate a run (or a folder of fold runs) on its test split",
                        description="Predict each test image, resize back to its original size, apply "
                                    "dense CRF, threshold, compute Dice/Jaccard/Recall/Precision/"
                                    "Specificity/Accuracy/HD/ABD; write per_image.csv, metrics.md "
                                    "(paper Table 5 layout) and overlays/.")
+    p.set_defaults(func=cmd_eval)
+    if not full:
+        return
     p.add_argument("--run", required=True, help="run folder (with config.json) or a folder of fold runs")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file name in each run (default best.pt)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures per fold (-1 = all)")
@@ -390,15 +447,18 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_inference_args(p, "replace the reports and overlays already in the report folder")
-    p.set_defaults(func=cmd_eval)
 
 
-def _add_predict_parser(sub) -> None:
+def _add_predict_parser(sub, full: bool = True) -> None:
+    """``ggnet predict``; its options only when ``full``."""
     p = sub.add_parser("predict", help="segment one image or a folder of images",
                        description="Write OUT/masks/<name>.png (0/255) and OUT/overlays/<name>.png "
                                    "(red contour of the prediction) for each input image. Existing "
                                    "files of those names are refused unless --overwrite; inputs "
                                    "sharing a name stem (a.png, a.jpg) are refused.")
+    p.set_defaults(func=cmd_predict)
+    if not full:
+        return
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt from a training run")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--out", required=True, help="output folder")
@@ -407,15 +467,18 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--skip-existing", action="store_true",
                    help="predict only the inputs whose mask and overlay are not in --out yet "
                         "(completes a run that stopped or met unreadable files)")
-    p.set_defaults(func=cmd_predict)
 
 
-def _add_demo_parser(sub) -> None:
+def _add_demo_parser(sub, full: bool = True) -> None:
+    """``ggnet demo``; its options only when ``full``."""
     p = sub.add_parser("demo", help="train + evaluate a small GG-Net on synthetic ultrasound (CPU)",
                        description="Generates synthetic B-mode images with exact lesion masks, trains a "
                                    "ResNet-18 GG-Net at 80x80 on the CPU, evaluates held-out images "
                                    "with dense CRF against trivial predictors, and writes metrics.md, "
                                    "per_image.csv and overlays/ into --out.")
+    p.set_defaults(func=cmd_demo)
+    if not full:
+        return
     p.add_argument("--out", default="ggnet_demo", help="output folder (default ggnet_demo)")
     p.add_argument("--steps", type=int, help="training iterations (default 200)")
     p.add_argument("--n-images", type=int, help="synthetic images in total (default 360)")
@@ -423,44 +486,66 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_demo)
 
 
-def _add_bench_parser(sub) -> None:
+def _add_bench_parser(sub, full: bool = True) -> None:
+    """``ggnet bench``; its options only when ``full``."""
     p = sub.add_parser("bench", help="time the guided-attention operators and a model step",
                        description="Times the spatial and channel guided attention on every available "
                                    "backend and one GG-Net forward; --pytest runs benchmarks/ instead.")
+    p.set_defaults(func=cmd_bench)
+    if not full:
+        return
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda ...")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (default 5)")
     p.add_argument("--pytest", action="store_true", help="run pytest benchmarks/ --benchmark-only")
-    p.set_defaults(func=cmd_bench)
 
 
-def _add_compare_parser(sub) -> None:
+def _add_compare_parser(sub, full: bool = True) -> None:
+    """``ggnet compare``; its options only when ``full``."""
     p = sub.add_parser("compare", help="paired significance tests between evaluated methods",
                        description="Match the images of two or more per-image CSVs (ggnet eval "
                                    "reports or run folders), run paired Wilcoxon and t-tests per "
                                    "metric with Holm correction, and write compare.csv, "
                                    "compare.md (paper Table 8 layout) and compare.png into --out.")
+    p.set_defaults(func=cmd_compare)
+    if not full:
+        return
     p.add_argument("inputs", nargs="+", metavar="RUN_OR_CSV",
                    help="a per_image.csv, an eval report folder or a run folder; NAME=PATH "
-                        "names the method")
+                        "names the method. A CSV with a method column (ggnet demo's) holds one "
+                        "method per value: `ggnet compare ggnet_demo --out cmp` compares them")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--reference", metavar="NAME",
                    help="compare every method with this one (default: every pair)")
     p.add_argument("--overwrite", action="store_true", help="replace compare.* already in --out")
-    p.set_defaults(func=cmd_compare)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The sub-commands in the order --help lists them, each with the function adding it.
+COMMANDS = {"train": _add_train_parser, "eval": _add_eval_parser,
+            "predict": _add_predict_parser, "compare": _add_compare_parser,
+            "demo": _add_demo_parser, "bench": _add_bench_parser}
+
+
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    """The ``ggnet`` parser. ``commands``: the sub-commands whose options are added
+    (default: all); the others are listed with their one-line help only, so that
+    ``ggnet --help`` or ``ggnet demo ...`` imports nothing a sub-command's options need
+    (the dataset, loss, model and backend registries, and with them torch)."""
     parser = argparse.ArgumentParser(
         prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:9]),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_train_parser, _add_eval_parser, _add_predict_parser, _add_compare_parser,
-                _add_demo_parser, _add_bench_parser):
-        add(sub)
+    for name, add in COMMANDS.items():
+        add(sub, full=commands is None or name in commands)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command ``argv`` names (its first word, ``ggnet`` having no other
+    positional argument), or None."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 # Errors that mean the command was given something it cannot use (exit 2, one line; bad
@@ -468,27 +553,42 @@ def build_parser() -> argparse.ArgumentParser:
 # error (traceback, exit 1). GGNET_DEBUG=1: always a traceback.
 USER_ERRORS = (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError, ValueError, TypeError, ImportError)
+# OSError numbers that say the output cannot be written where it was asked for.
+UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
+              errno.ENAMETOOLONG, errno.EFBIG}
+
+
+def _user_error_text(exc: BaseException) -> str | None:
+    """The one-line message of a user error, or None for an internal error."""
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"cannot write {where}{exc.strerror}; choose a writable --out"
+    return None
 
 
 def main(argv=None) -> int:
     """Run ``ggnet``; returns the exit code: 0, 2 for a user error, 130 after Ctrl-C."""
-    from .train.runs import TrainingInterrupted
-
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    args = build_parser([command] if command else ()).parse_args(argv)
     try:
         return args.func(args)
-    except TrainingInterrupted as exc:
-        print(f"ggnet {args.command}: {exc}", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         if os.environ.get("GGNET_DEBUG"):
             raise
         print(f"ggnet {args.command}: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as exc:
-        if os.environ.get("GGNET_DEBUG"):
+    except Exception as exc:
+        runs = sys.modules.get("ggnet_fast.train.runs")  # imported by whatever raised it
+        if runs is not None and isinstance(exc, runs.TrainingInterrupted):
+            print(f"ggnet {args.command}: {exc}", file=sys.stderr)
+            return 130
+        text = _user_error_text(exc)
+        if text is None or os.environ.get("GGNET_DEBUG"):
             raise
-        print(f"ggnet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ggnet {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

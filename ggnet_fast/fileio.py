@@ -10,16 +10,22 @@ import os
 import pickle
 import tempfile
 
-import torch
-
 
 TMP_PREFIX = ".tmp_"  # temporaries of the atomic writers: TMP_PREFIX + random + file name
 
 
 def _atomic_replace(path: str, write) -> None:
+    """Write ``path`` through ``write(file)`` on a temporary file, then ``os.replace``. A
+    folder that cannot be written (read-only file system, no space...) raises the
+    ``OSError`` naming ``path``, not the temporary."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
+    except OSError as exc:
+        if exc.errno is None or isinstance(exc, FileExistsError):
+            raise
+        raise OSError(exc.errno, exc.strerror, path) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -52,6 +58,8 @@ def _fsync_dir(folder: str) -> None:
 
 def atomic_save(obj, path: str) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
+    import torch
+
     _atomic_replace(path, lambda fh: torch.save(obj, fh))
 
 
@@ -90,22 +98,43 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return stale
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
+# What a file that is not a readable checkpoint is, from its first bytes: torch.save
+# writes a zip archive (``PK``) or, in the legacy format, a pickle (protocol byte 0x80).
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+CHECKPOINT_ADVICE = "pass a best.pt or last.pt written by ggnet train"
+
+
+def _unreadable_reason(path: str, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in the project's words (never
+    torch's, whose weights-only message advises unsafe loading)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return "it is empty (truncated)"
+    if not head.startswith(CHECKPOINT_MAGIC):
+        return f"it is not a PyTorch checkpoint (it starts with {head!r})"
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+        return ("it holds Python objects other than tensors and plain containers, which "
+                "are never loaded")
+    return f"it is truncated or corrupt ({type(exc).__name__})"
+
+
+def load_checkpoint(path: str, map_location="cpu", advice: str = CHECKPOINT_ADVICE) -> dict:
     """``torch.load(path, weights_only=True)``: tensors and plain containers only. A file
-    that is not a readable checkpoint (empty, truncated) raises ``ValueError`` naming it."""
+    that is not a readable checkpoint (empty, truncated, an image, a pickle of other
+    objects) raises ``ValueError`` naming it, why, and ``advice``."""
+    import torch
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(
-            f"checkpoint {path} ({os.path.getsize(path)} bytes) is not readable: it is "
-            f"truncated or not a checkpoint ({reason}). Use another checkpoint of the run "
-            f"(best.pt for evaluation and prediction), or start the run again with "
-            f"--overwrite") from exc
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
+        raise ValueError(f"checkpoint {path} ({os.path.getsize(path)} bytes) is not readable: "
+                         f"{_unreadable_reason(path, exc)}; {advice}") from None
     if not isinstance(ck, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(ck).__name__}, not a checkpoint dict")
+        raise ValueError(f"checkpoint {path} holds a {type(ck).__name__}, not a checkpoint "
+                         f"dict; {advice}")
     return ck
 
 

@@ -122,3 +122,80 @@ def test_run_compare_writes_files_and_refuses_overwrite(three, tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite"):
         cmp.run_compare([f"GG-Net={a}", f"DeepLabV3+={b}"], out)
     cmp.run_compare([f"GG-Net={a}", f"DeepLabV3+={b}"], out, overwrite=True)
+
+
+def _pooled(rows, metric="dice"):
+    return next(r for r in rows if r["scope"] == "pooled" and r["metric"] == metric)
+
+
+def test_images_are_paired_by_name_not_by_row_order(three, tmp_path):
+    """The second CSV lists its images in reverse order: the pairs, and so every
+    statistic, are those of the images' names."""
+    root, a, b, c = three
+    reverse = _write(str(tmp_path / "reverse.csv"), _rows(2, 0.0)[::-1])
+    ma, mb = cmp.load_scores(a), cmp.load_scores(reverse)
+    row = _pooled(cmp.compare([ma, mb]))
+    names = sorted(ma.scores)
+    va = np.array([ma.scores[i]["dice"] for i in names])
+    vb = np.array([mb.scores[i]["dice"] for i in names])
+    assert row["wilcoxon_p"] == pytest.approx(stats.wilcoxon(va, vb).pvalue, rel=1e-12)
+    assert row["ttest_p"] == pytest.approx(stats.ttest_rel(va, vb).pvalue, rel=1e-12)
+    same = _pooled(cmp.compare([ma, cmp.load_scores(b)]))
+    assert {k: row[k] for k in cmp.CSV_FIELDS if k not in ("method_b", "holm_p")} == \
+        {k: same[k] for k in cmp.CSV_FIELDS if k not in ("method_b", "holm_p")}
+
+
+def test_no_per_fold_tables_when_the_fold_labels_differ(three, tmp_path):
+    root, a, b, c = three
+    rows = _rows(2, 0.0)
+    for r in rows:
+        r["fold"] = (r["fold"] + 1) % 3  # the same images, other fold labels
+    relabelled = _write(str(tmp_path / "relabelled.csv"), rows)
+    scopes = {r["scope"] for r in cmp.compare([cmp.load_scores(a), cmp.load_scores(relabelled)])}
+    assert scopes == {"pooled"}
+    for r in rows:
+        r["fold"] = ""  # no fold labels at all
+    unlabelled = _write(str(tmp_path / "unlabelled.csv"), rows)
+    scopes = {r["scope"] for r in cmp.compare([cmp.load_scores(a), cmp.load_scores(unlabelled)])}
+    assert scopes == {"pooled"}
+
+
+def test_wilcoxon_drops_zero_differences(tmp_path):
+    """Images where both methods score the same are dropped from the signed-rank test
+    (``zero_method="wilcox"``), not split between the signs (``zsplit``) nor counted
+    (``pratt``): a fixed case where the three differ."""
+    a = np.round(np.linspace(0.5, 0.9, 20), 4)
+    b = a.copy()
+    b[:12] += np.array([0.03, -0.01, 0.02, 0.04, 0.01, 0.05, -0.02, 0.06, 0.015, 0.025,
+                        0.035, -0.005])  # 12 non-zero differences, 8 zero
+    rows_a = [{"name": f"img{i}", **{m: f"{a[i]:.6g}" for m in ALL_METRICS}} for i in range(20)]
+    rows_b = [{"name": f"img{i}", **{m: f"{b[i]:.6g}" for m in ALL_METRICS}} for i in range(20)]
+    row = _pooled(cmp.compare([cmp.load_scores(_write(str(tmp_path / "a.csv"), rows_a)),
+                               cmp.load_scores(_write(str(tmp_path / "b.csv"), rows_b))]))
+    va = np.array([float(f"{x:.6g}") for x in a])
+    vb = np.array([float(f"{x:.6g}") for x in b])
+    want = {z: stats.wilcoxon(va, vb, zero_method=z).pvalue for z in ("wilcox", "zsplit", "pratt")}
+    assert row["wilcoxon_p"] == pytest.approx(want["wilcox"], rel=1e-12)
+    assert abs(want["wilcox"] - want["zsplit"]) > 1e-3
+    assert abs(want["wilcox"] - want["pratt"]) > 1e-3
+    assert row["n"] == 20  # the mean difference and the t-test still use every image
+
+
+def test_a_method_column_holds_several_methods(tmp_path):
+    """``ggnet demo``'s per_image.csv: one method per value of its method column."""
+    path = str(tmp_path / "per_image.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, ["name", "method", *ALL_METRICS])
+        w.writeheader()
+        for method, seed, shift in (("ours", 5, 0.1), ("trivial", 6, 0.0)):
+            for r in _rows(seed, shift):
+                w.writerow({"name": r["name"], "method": method,
+                            **{m: r[m] for m in ALL_METRICS}})
+    methods = cmp.load_methods(path)
+    assert [m.name for m in methods] == ["ours", "trivial"]
+    assert all(len(m.scores) == N_IMAGES for m in methods)
+    assert [m.name for m in cmp.load_methods(f"demo={path}")] == ["demo/ours", "demo/trivial"]
+    row = _pooled(cmp.compare(methods))
+    assert row["mean_diff"] == pytest.approx(0.1, abs=0.03)
+    with pytest.raises(ValueError, match="2 methods"):
+        cmp.load_scores(path)

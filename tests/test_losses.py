@@ -215,3 +215,29 @@ def test_paper_loss_is_eq6_with_a_hand_written_eq7(seed):
     # the Dice of Eq. 7 alone, final output only: the squared denominator is what is pinned
     torch.testing.assert_close(GGNetLoss("paper")(final, masks), _eq7_by_hand(final, masks),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["paper", "released"])
+def test_build_loss_follows_the_preset(preset, seed):
+    """The registry and the training run build the loss of the run's preset (its options
+    and its value), with the run's overrides on top."""
+    from ggnet_fast.losses import build_loss
+    from ggnet_fast.train import TrainConfig
+    from ggnet_fast.train.build import build_loss as build_run_loss
+
+    other = {"paper": "released", "released": "paper"}[preset]
+    assert LOSS_PRESETS[preset] != LOSS_PRESETS[other]
+    built = [build_loss("ggnet", preset), build_run_loss(TrainConfig(preset=preset))]
+    for loss in built:
+        assert loss.options == LOSS_PRESETS[preset]
+    tuned = build_run_loss(TrainConfig(preset=preset, loss_overrides={"lambda_seg": 3.0}))
+    assert tuned.options == {**LOSS_PRESETS[preset], "lambda_seg": 3.0}
+    masks, _ = disk(32, 8.0, (15.0, 16.0))
+    g = torch.Generator().manual_seed(seed)
+    out = GGNetOutput(torch.randn(1, 1, 32, 32, generator=g),
+                      tuple(torch.randn(1, 1, 32, 32, generator=g) for _ in range(2)),
+                      tuple(torch.randn(1, 1, 32, 32, generator=g) for _ in range(2)))
+    want = GGNetLoss(preset)(out, masks)
+    assert not torch.allclose(want, GGNetLoss(other)(out, masks))
+    for loss in built:
+        torch.testing.assert_close(loss(out, masks), want, rtol=0, atol=0)

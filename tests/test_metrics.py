@@ -171,3 +171,22 @@ def test_probability_maps_are_refused():
     with pytest.raises(ValueError, match="pred must be a binary mask"):
         binary_metrics(np.full((8, 8), 0.7), gt)
     assert binary_metrics(gt > 0, gt)["dice"] == 1.0
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_hausdorff_is_symmetric_on_a_fixed_case(swap):
+    """One pixel at the centre of a 7x7 square, worked out by hand. The square's
+    boundary is its 24 outer pixels; the pixel is its own boundary. Pixel -> square
+    boundary: 3 (to the middle of a side); square boundary -> pixel: up to sqrt(18) (a
+    corner). The symmetric HD is sqrt(18); either one-way distance alone is 3 or
+    sqrt(18) depending on the argument order, so both orders are checked. ABD: the pixel
+    contributes 3; each side contributes 3 (its middle), 2 sqrt(10) and 2 sqrt(13) and the
+    4 corners sqrt(18) each: (3 + 4 (3 + 2 sqrt(10) + 2 sqrt(13)) + 4 sqrt(18)) / 25."""
+    square = _square((11, 11), 2, 2, 7)        # rows and columns 2..8
+    pixel = np.zeros((11, 11), np.uint8)
+    pixel[5, 5] = 1
+    pred, gt = (square, pixel) if swap else (pixel, square)
+    m = binary_metrics(pred, gt)
+    assert m["hd"] == pytest.approx(math.sqrt(18), rel=1e-12)
+    want_abd = (3 + 4 * (3 + 2 * math.sqrt(10) + 2 * math.sqrt(13)) + 4 * math.sqrt(18)) / 25
+    assert m["abd"] == pytest.approx(want_abd, rel=1e-12)

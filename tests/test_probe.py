@@ -16,7 +16,8 @@ from ggnet_fast.nn import GuidedNonLocal
 
 @torch.no_grad()
 def _dense_parts(block, x, g):
-    """gamma * o, gamma * mean(mu) and gamma * (o - mean(mu)) from the formulas, float64."""
+    """gamma * o, gamma * mean(mu), gamma * (o - mean(mu)) and gamma * (o - mean_i(o_i))
+    from the formulas, float64."""
     block, x, g = copy.deepcopy(block).double(), x.double(), g.double()
     flat = lambda conv, t: conv(t).flatten(2).transpose(1, 2)  # noqa: E731  [B, N, k]
     sx = torch.softmax(flat(block.theta, x) @ flat(block.phi, x).transpose(1, 2), -1)
@@ -29,7 +30,8 @@ def _dense_parts(block, x, g):
     o = weights @ mu
     gamma = block.gamma.detach()
     mean_mu = mu.mean(1, keepdim=True)
-    return gamma * o, gamma * mean_mu.expand_as(o), gamma * (o - mean_mu)
+    return (gamma * o, gamma * mean_mu.expand_as(o), gamma * (o - mean_mu),
+            gamma * (o - o.mean(1, keepdim=True)))
 
 
 @pytest.mark.parametrize("combine", ["product", "joint"])
@@ -38,13 +40,33 @@ def test_terms_match_dense_float64(seed, combine):
                            residual="fixed")
     x, g = torch.randn(2, 6, 5, 7), torch.randn(2, 5, 5, 7)
     terms = probe.spatial_ggb_terms(block, x, g)
-    added, gap, modulation = _dense_parts(block, x, g)
+    added, gap, modulation, varying = _dense_parts(block, x, g)
     norm = lambda t: t.flatten(1).norm(dim=1).numpy()  # noqa: E731
-    for name, ref in (("added", added), ("gap", gap), ("modulation", modulation)):
+    for name, ref in (("added", added), ("gap", gap), ("modulation", modulation),
+                      ("varying", varying)):
         assert terms[name] == pytest.approx(norm(ref), rel=1e-9), name
     assert terms["x"] == pytest.approx(norm(x.double()), rel=1e-12)
     assert terms["gamma"] == 1.0
     # the float64 recomputation agrees with the block's own float32 forward
+    with torch.no_grad():
+        y = block(x, g)
+    assert terms["added"] == pytest.approx(norm((y - x).double()), rel=1e-4)
+
+
+@pytest.mark.parametrize("combine", ["product", "joint"])
+def test_every_term_scales_with_gamma(seed, combine):
+    """A learnable residual weight (trained models have gamma != 1): every part of the
+    addition is gamma times the attention's, against the dense float64 formulas."""
+    block = GuidedNonLocal(6, 5, key_channels=4, guide_key_channels=3, combine=combine,
+                           residual="learnable")
+    with torch.no_grad():
+        block.gamma.fill_(-0.37)
+    x, g = torch.randn(2, 6, 5, 7), torch.randn(2, 5, 5, 7)
+    terms = probe.spatial_ggb_terms(block, x, g)
+    assert terms["gamma"] == pytest.approx(-0.37)
+    norm = lambda t: t.flatten(1).norm(dim=1).numpy()  # noqa: E731
+    for name, ref in zip(("added", "gap", "modulation", "varying"), _dense_parts(block, x, g)):
+        assert terms[name] == pytest.approx(norm(ref), rel=1e-9), name
     with torch.no_grad():
         y = block(x, g)
     assert terms["added"] == pytest.approx(norm((y - x).double()), rel=1e-4)

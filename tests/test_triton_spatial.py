@@ -53,8 +53,43 @@ def check(inputs, dtype, seed):
                            tolerance("triton", "spatial", dtype), SPATIAL_NAMES, f"seed={seed}")
 
 
+#: Resolution of the kernels' float32 products: exact float32 under the interpreter, TF32
+#: (10 mantissa bits) on a GPU (docs/triton.md, "float32 policy"; not yet run on one).
+PRODUCT_EPS = torch.finfo(torch.float32).eps if DEVICE == "cpu" else 2.0 ** -10
+
+
+def r_resolution_shift(inputs, dout) -> dict:
+    """``{input name: how far float32's resolution of R can move its gradient}`` (float64
+    tensors shaped like the inputs; dense: the test sizes are small).
+
+    ``R_i = sum_j p dp`` comes from the forward's weights (o2 variant) or the backward's
+    (R-pass variant); each computes ``p = exp(a + b - lse_a - lse_b)`` in float32, so
+    each p carries a relative error of ``eps (|a| + |b| + |lse_a| + |lse_b|)``, and R one
+    of ``dR_i = eps sum_j |p dp| (|a| + |b| + |lse_a| + |lse_b| + 1)``. R enters the
+    gradients as ``da = p dp - sx R``, ``db = p dp - sg R``; dmu does not use it.  Rows
+    with sharp attention (large scores, one dominant key) have large R and large
+    ``|a| + |b|``: there the difference reaches ~1e-4 of the gradient (seed 1760240508:
+    dtheta 4.9e-5 against a floor of 6.2e-5)."""
+    eps = PRODUCT_EPS
+    theta, phi, eta, rho, mu = (x.detach().double().cpu() for x in inputs)
+    a, b = theta @ phi.transpose(1, 2), eta @ rho.transpose(1, 2)
+    lse_a, lse_b = a.logsumexp(-1, keepdim=True), b.logsumexp(-1, keepdim=True)
+    p = torch.exp(a + b - lse_a - lse_b)
+    o = torch.softmax(p, -1) @ mu
+    dol = dout.double().cpu() / torch.exp(p).sum(-1, keepdim=True)
+    p_dp = p * torch.exp(p) * (dol @ mu.transpose(1, 2) - (dol * o).sum(-1, keepdim=True))
+    d_r = eps * (p_dp.abs() * (a.abs() + b.abs() + lse_a.abs() + lse_b.abs() + 1)).sum(-1)
+    d_r = d_r[..., None]
+    sx, sg = torch.softmax(a, -1), torch.softmax(b, -1)
+    return {"theta": d_r * (sx @ phi), "eta": d_r * (sg @ rho),
+            "phi": sx.transpose(1, 2) @ (d_r * theta), "rho": sg.transpose(1, 2) @ (d_r * eta)}
+
+
 def test_result_does_not_depend_on_the_r_variant(seed, monkeypatch):
-    """R from the forward's o2/q accumulators vs R from a separate backward loop."""
+    """R from the forward's o2/q accumulators vs R from a separate backward loop: the
+    gradients agree to 4x float32's resolution of R (:func:`r_resolution_shift`, at
+    most ~1e-4 of the gradient, usually ~5e-6); dmu, which does not use R, to 1e-6.  A
+    variant whose R were off by 1e-3 of itself would differ by ~1e-3 of dtheta."""
     inputs = make_inputs(2, 23 * 17, 6, 5, 9, torch.float32)
     dout = torch.randn(inputs[4].shape, dtype=torch.float32, device=DEVICE)
     results = {}
@@ -62,9 +97,16 @@ def test_result_does_not_depend_on_the_r_variant(seed, monkeypatch):
         monkeypatch.setattr(tspatial, "R_MODE", mode)
         results[mode] = run_triton(inputs, dout)
     ref, ref_grads = spatial_reference(inputs, dout)
+    moved = r_resolution_shift(inputs, dout)
+    grad_tol = tolerance("triton", "spatial", torch.float32, device=DEVICE)[1]
     for name, g1, g2, rg in zip(SPATIAL_NAMES, results["o2"][1], results["pass"][1], ref_grads):
-        assert rel_err(g1, rg) < 1e-4 and rel_err(g2, rg) < 1e-4, f"d{name} seed={seed}"
-        assert rel_err(g1, g2) < 1e-5, f"d{name}: variants differ, seed={seed}"
+        assert rel_err(g1, rg) < grad_tol and rel_err(g2, rg) < grad_tol, f"d{name} seed={seed}"
+        floor = float(moved[name].norm() / rg.double().cpu().norm()) if name in moved else 0.0
+        assert floor < 10 * grad_tol, \
+            f"d{name}: float32 cannot resolve R here ({floor=:.2e}), seed={seed}"
+        err = rel_err(g1, g2)
+        assert err < 4 * floor + 1e-6, \
+            f"d{name}: variants differ, seed={seed} {err=:.2e} float32 {floor=:.2e}"
 
 
 def test_small_tiles_multiple_c_chunks(seed, monkeypatch):
@@ -181,4 +223,4 @@ def test_kernels_compile_for_hopper_and_ampere_without_a_gpu():
     Triton's real pipeline (PTX and cubin with the bundled ptxas), no GPU needed."""
     proc = _compile_for_gpu("spatial", "24,8,40")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("shared=") == 4 * 2, proc.stdout
+    assert proc.stdout.count("shared=") == 7 * 2, proc.stdout  # 4 product + 3 joint kernels, 2 archs

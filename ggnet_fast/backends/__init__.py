@@ -7,11 +7,15 @@ backend    cuda  cpu   what it is
 ========== ===== ====  ===========================================================
 sdpa        40   15    ``combine="joint"`` only: PyTorch's fused attention (``backends/sdpa.py``)
 triton      30    -    fused Triton kernels, O(N) memory (``backends/triton/``)
-cuda         -    -    fused CUDA C++ kernels (``csrc/cuda``); explicit only until GPU-verified
+cuda        25    -    fused CUDA C++ kernels (``csrc/cuda``)
 cpu          -   20    fused C++/OpenMP kernels in the compiled extension (``csrc/cpu``)
 reference   10   10    plain PyTorch, materialising, float32/float64 internally
 eager        -    -    the released code's formula in the input dtype (a baseline)
 ========== ===== ====  ===========================================================
+
+``triton`` and ``cuda`` have never run on a GPU: each kind of call is checked against the
+reference before its first use on CUDA (``first_use.py``; ``GGNET_VERIFY_KERNELS=0``
+turns it off), and a backend that fails is disabled with one warning.
 
 Every backend implements :class:`Backend` and meets the contract of ``docs/kernels.md``;
 ``docs/backends.md`` says how to add one (one registration line below, and the contract
@@ -34,10 +38,12 @@ from .registry import (
 
 register_backend("reference", "ggnet_fast.backends.reference", {"cuda": 10, "cpu": 10})
 register_backend("eager", "ggnet_fast.backends.eager", {})
-register_backend("triton", "ggnet_fast.backends.triton", {"cuda": 30})
-# Explicit requests only until the contract suite has passed on a GPU
-# (the kernels were compiled and host-emulated, never run on a device yet).
-register_backend("cuda", "ggnet_fast.backends.extension:CUDA", {})
+# Neither has run on a GPU yet (compiled, interpreted and host-emulated in CI): on CUDA
+# each kind of call is checked against the reference before its first use
+# (first_use.py), and a mismatch disables the backend with one warning.
+register_backend("triton", "ggnet_fast.backends.triton", {"cuda": 30}, verify_on=("cuda",))
+register_backend("cuda", "ggnet_fast.backends.extension:CUDA", {"cuda": 25},
+                 verify_on=("cuda",))
 register_backend("cpu", "ggnet_fast.backends.extension:CPU", {"cpu": 20})
 # combine="joint": on the CPU our fused kernels measured faster than ATen's flash kernel
 # (docs/cpu_backend.md, "Joint softmax"), so sdpa is their fallback there; on CUDA it stays

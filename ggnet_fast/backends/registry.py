@@ -78,12 +78,15 @@ class BackendSpec:
 
     ``target`` is ``"package.module"`` or ``"package.module:ATTRIBUTE"``;
     ``auto_devices`` maps a device type to the backend's priority there (higher is tried
-    first); devices not listed are never chosen automatically.
+    first); devices not listed are never chosen automatically.  ``verify_on``: device
+    types on which the backend's kernels have never run, so each kind of call is checked
+    against the reference before its first use there (``first_use.py``).
     """
 
     name: str
     target: str
     auto_devices: dict
+    verify_on: tuple = ()
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
@@ -102,10 +105,13 @@ def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
     return value
 
 
-def register_backend(name: str, target: str, auto_devices: dict | None = None) -> None:
+def register_backend(name: str, target: str, auto_devices: dict | None = None,
+                     verify_on: tuple = ()) -> None:
     """Register (or replace) backend ``name`` implemented at import path ``target``
-    (``"package.module"`` or ``"package.module:ATTRIBUTE"``); it is loaded on first use."""
-    _REGISTRY[name] = BackendSpec(name, target, dict(auto_devices or {}))
+    (``"package.module"`` or ``"package.module:ATTRIBUTE"``); it is loaded on first use.
+    ``verify_on``: device types where each kind of call is checked once against the
+    reference before it runs (``first_use.py``)."""
+    _REGISTRY[name] = BackendSpec(name, target, dict(auto_devices or {}), tuple(verify_on))
     _LOADED.pop(name, None)
     _LOAD_ERRORS.pop(name, None)
 
@@ -208,15 +214,28 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype,
         why = impl.unsupported(op, device.type, dtype, options)
         if why is not None:
             raise ValueError(f"backend {backend!r} cannot run this {op} call: {why}")
+        why = _first_use(backend, impl, op, device, dtype, options)
+        if why is not None:
+            raise RuntimeError(f"backend {backend!r} is disabled for this {op} call: {why}")
         return backend, impl
     for name in auto_order(device.type):
         impl = _load(name)
-        if impl is not None and impl.unsupported(op, device.type, dtype, options) is None:
+        if (impl is not None and impl.unsupported(op, device.type, dtype, options) is None
+                and _first_use(name, impl, op, device, dtype, options) is None):
             return name, impl
     raise RuntimeError(
         f"no backend can run {op} on {device.type} {dtype} with {options}; "
         f"tried {auto_order(device.type)}"
     )
+
+
+def _first_use(name, impl, op, device, dtype, options) -> str | None:
+    """Why backend ``name`` failed its first-use check for this kind of call (None when it
+    passed, or is not checked on this device type)."""
+    if device.type not in _REGISTRY[name].verify_on:
+        return None
+    from . import first_use
+    return first_use.check(name, impl, op, device, dtype, options)
 
 
 def _record(op: str, name: str) -> None:

@@ -58,6 +58,10 @@ class DataConfig:
         self.data_options = resolve_dataset_options(self.data, self.data_options)
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {self.split!r}")
+        folds_ok = isinstance(self.folds, int) and not isinstance(self.folds, bool) \
+            and self.folds >= 2
+        if self.split == "kfold" and not folds_ok:
+            raise ValueError(f"folds (--folds) must be an integer >= 2, got {self.folds!r}")
         if self.split == "kfold" and not 0 <= self.fold < self.folds:
             raise ValueError(f"fold must be in [0, {self.folds}), got {self.fold}")
         if not 0.0 < self.test_fraction < 1.0:

@@ -1,7 +1,8 @@
 """Paired significance tests between segmentation methods (the paper's Table 8).
 
-Input: one per-image CSV per method (``per_image.csv`` written by ``ggnet eval``: columns
-``name``, optionally ``fold``, and the metrics of :data:`ggnet_fast.metrics.ALL_METRICS`).
+Input: per-image CSVs (``per_image.csv`` written by ``ggnet eval``: columns ``name``,
+optionally ``fold``, and the metrics of :data:`ggnet_fast.metrics.ALL_METRICS`). A CSV
+with a ``method`` column (``ggnet demo``'s) holds one method per value of that column.
 Images are matched by name; methods evaluated on different test sets are refused.
 
 For every metric and every pair of methods (or every method against a reference), over
@@ -10,8 +11,8 @@ empty; such pairs are dropped and counted):
 
 * ``n`` paired images, ``mean_a``, ``mean_b``, ``mean_diff = mean(a - b)`` with a 95%
   confidence interval from the t distribution of the paired differences;
-* ``wilcoxon_p``: two-sided Wilcoxon signed-rank test (SciPy, zero differences dropped,
-  1.0 when every difference is zero);
+* ``wilcoxon_p``: two-sided Wilcoxon signed-rank test (SciPy, ``zero_method="wilcox"``:
+  zero differences dropped; 1.0 when every difference is zero);
 * ``ttest_p``: two-sided paired t-test (SciPy; NaN when it is undefined, e.g. n < 2);
 * ``holm_p``: the Wilcoxon p-value after Holm's step-down correction over all the
   comparisons (metric x pair) of one table. Each scope is one table: ``pooled`` (every
@@ -98,13 +99,17 @@ def _value(text: str, where: str) -> float:
         raise ValueError(f"{where}: {text!r} is not a number") from None
 
 
-def load_scores(spec: str) -> MethodScores:
-    """Read one method from ``spec`` = ``PATH`` or ``NAME=PATH`` (see :func:`_csv_of`)."""
+def _split_spec(spec: str) -> tuple[str, str]:
+    """``NAME=PATH`` -> ``(NAME, PATH)``; a plain path (or an existing file whose name
+    holds ``=``) -> ``("", PATH)``."""
     name, sep, path = spec.partition("=")
     if not sep or not name or os.path.exists(spec):
-        name, path = "", spec
-    csv_path = _csv_of(path)
-    out = MethodScores(name or _default_name(csv_path), csv_path)
+        return "", spec
+    return name, path
+
+
+def _read_rows(csv_path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The metric columns and ``(line number, row)`` of a per-image CSV."""
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
@@ -113,16 +118,51 @@ def load_scores(spec: str) -> MethodScores:
         metrics = [m for m in ALL_METRICS if m in columns]
         if not metrics:
             raise ValueError(f"{csv_path}: none of the metric columns {list(ALL_METRICS)}")
-        for line, row in enumerate(reader, start=2):
-            image = row["name"]
-            if image in out.scores:
-                raise ValueError(f"{csv_path}: image {image!r} appears twice (line {line})")
-            out.scores[image] = {m: _value(row[m], f"{csv_path}:{line} {m}") for m in metrics}
-            fold = row.get("fold")
-            out.folds[image] = fold if fold not in (None, "") else None
-    if not out.scores:
+        rows = list(enumerate(reader, start=2))
+    if not rows:
         raise ValueError(f"{csv_path}: no images")
-    return out
+    return metrics, rows
+
+
+def _add_row(out: MethodScores, metrics: list[str], line: int, row: dict) -> None:
+    image = row["name"]
+    if image in out.scores:
+        raise ValueError(f"{out.path}: image {image!r} appears twice"
+                         + (f" for method {row['method']!r}" if "method" in row else "")
+                         + f" (line {line})")
+    out.scores[image] = {m: _value(row[m], f"{out.path}:{line} {m}") for m in metrics}
+    fold = row.get("fold")
+    out.folds[image] = fold if fold not in (None, "") else None
+
+
+def load_methods(spec: str) -> list[MethodScores]:
+    """The methods in ``spec`` = ``PATH`` or ``NAME=PATH`` (see :func:`_csv_of`): one,
+    named ``NAME`` or after the file; or, for a CSV with a ``method`` column, one per
+    value of that column, named by it (``NAME/value`` with a ``NAME``)."""
+    name, path = _split_spec(spec)
+    csv_path = _csv_of(path)
+    metrics, rows = _read_rows(csv_path)
+    methods: dict[str, MethodScores] = {}
+    for line, row in rows:
+        key = row.get("method")
+        if key is None:
+            label = name or _default_name(csv_path)
+        else:
+            label = f"{name}/{key}" if name else key
+        if label not in methods:
+            methods[label] = MethodScores(label, csv_path)
+        _add_row(methods[label], metrics, line, row)
+    return list(methods.values())
+
+
+def load_scores(spec: str) -> MethodScores:
+    """The one method in ``spec`` (:func:`load_methods`; ``ValueError`` if the CSV's
+    ``method`` column names several)."""
+    methods = load_methods(spec)
+    if len(methods) > 1:
+        raise ValueError(f"{methods[0].path} holds {len(methods)} methods "
+                         f"({', '.join(m.name for m in methods)}); use load_methods")
+    return methods[0]
 
 
 def check_same_images(methods: list[MethodScores]) -> list[str]:
@@ -165,7 +205,7 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> dict:
     if np.all(diff == 0):
         out["wilcoxon_p"] = 1.0
     else:
-        out["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
+        out["wilcoxon_p"] = float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
     return out
 
 
@@ -313,7 +353,7 @@ def run_compare(inputs: list[str], out_dir: str, *, reference: str | None = None
     ``overwrite``). Returns ``{"rows", "markdown", "files"}``."""
     from ..fileio import atomic_write_csv, atomic_write_text
 
-    methods = [load_scores(s) for s in inputs]
+    methods = [m for spec in inputs for m in load_methods(spec)]
     rows = compare(methods, reference)
     files = {k: os.path.join(out_dir, f"compare.{k}") for k in ("csv", "md", "png")}
     existing = [f for f in files.values() if os.path.exists(f)]

@@ -27,11 +27,12 @@ def overlay_name(name: str) -> str:
 
 def evaluate_source(predictor: Predictor, source, indices, *, overlay_dir: str | None = None,
                     overlays: int = 8, batch_size: int = 4, progress: bool = True,
-                    desc: str = "eval") -> list[dict]:
+                    desc: str = "eval", written: list | None = None) -> list[dict]:
     """Predict every ``source[i]`` for ``i in indices`` and return per-image metric rows.
 
     Overlays are written for the first ``overlays`` images (all if ``overlays < 0``);
-    existing overlay files are replaced (callers check for them first).
+    existing overlay files are replaced (callers check for them first); each path
+    written is appended to ``written`` when given.
     """
     from tqdm.auto import tqdm
 
@@ -45,8 +46,10 @@ def evaluate_source(predictor: Predictor, source, indices, *, overlay_dir: str |
             row = {"name": s.name, "label": s.label, **binary_metrics(mask, s.mask)}
             rows.append(row)
             if overlay_dir and (overlays < 0 or len(rows) <= overlays):
-                save_overlay(os.path.join(overlay_dir, overlay_name(s.name)),
-                             s.image, s.mask, mask)
+                path = save_overlay(os.path.join(overlay_dir, overlay_name(s.name)),
+                                    s.image, s.mask, mask)
+                if written is not None:
+                    written.append(path)
         bar.update(len(samples))
     bar.close()
     return rows
@@ -126,22 +129,41 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
         raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "
                               f"to replace them or choose another --out")
     runs = fold_runs(run_dir, data_root=data_root, progress=progress)
+    overlay_dir = os.path.join(out_dir, "overlays")
+    new_dirs = [d for d in (out_dir, overlay_dir) if not os.path.isdir(d)]
+    written: list[str] = []
     os.makedirs(out_dir, exist_ok=True)  # the data is sound: only now is anything written
-    rows_per_fold = []
-    for rd, run_cfg, data, source in runs:
-        rows_per_fold.append(_evaluate_fold(
-            rd, run_cfg, data, source, checkpoint=checkpoint, device=device,
-            backend=backend, progress=progress, overlay_dir=os.path.join(out_dir, "overlays"),
-            overlays=overlays, predictor_options=dict(crf=crf, threshold=threshold,
-                                                      crf_params=crf_params)))
-        method = method or f"{run_cfg['variant']} ({run_cfg['backbone']}{', CRF' if crf else ''})"
-    crf_note = f"Dense CRF: {describe_crf_params(crf_params)}." if crf else None
-    return _write_reports(out_dir, rows_per_fold, method, crf_note)
+    try:
+        rows_per_fold = []
+        for rd, run_cfg, data, source in runs:
+            rows_per_fold.append(_evaluate_fold(
+                rd, run_cfg, data, source, checkpoint=checkpoint, device=device,
+                backend=backend, progress=progress, overlay_dir=overlay_dir, overlays=overlays,
+                written=written, predictor_options=dict(crf=crf, threshold=threshold,
+                                                        crf_params=crf_params)))
+            crf_tag = ", CRF" if crf else ""
+            method = method or f"{run_cfg['variant']} ({run_cfg['backbone']}{crf_tag})"
+        crf_note = f"Dense CRF: {describe_crf_params(crf_params)}." if crf else None
+        return _write_reports(out_dir, rows_per_fold, method, crf_note, written)
+    except BaseException:  # Ctrl-C, an error: the same command can simply run again
+        _remove_partial(written, new_dirs)
+        raise
+
+
+def _remove_partial(written: list[str], new_dirs: list[str]) -> None:
+    """Remove the files an evaluation that stopped early wrote (``written``) and the
+    folders it created (``new_dirs``, parents first) that are empty now."""
+    for path in written:
+        if os.path.isfile(path):
+            os.unlink(path)
+    for folder in reversed(new_dirs):
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
 
 
 def _evaluate_fold(run_dir: str, run_cfg: dict, data: DataConfig, source, *, checkpoint: str,
                    device: str, backend: str, progress: bool, overlay_dir: str, overlays: int,
-                   predictor_options: dict) -> list[dict]:
+                   predictor_options: dict, written: list) -> list[dict]:
     """Per-image rows of one run on its test split (checked against ``splits.json``)."""
     test = data.split_indices(source)["test"]
     check_test_split(run_dir, [source.names[i] for i in test])
@@ -149,20 +171,23 @@ def _evaluate_fold(run_dir: str, run_cfg: dict, data: DataConfig, source, *, che
     predictor = Predictor(model, run_cfg["image_size"], device, amp=device != "cpu",
                           **predictor_options)
     rows = evaluate_source(predictor, source, test, overlay_dir=overlay_dir, overlays=overlays,
-                           progress=progress, desc=f"eval {os.path.basename(run_dir)}")
+                           progress=progress, desc=f"eval {os.path.basename(run_dir)}",
+                           written=written)
     for r in rows:
         r["fold"] = data.fold if data.split == "kfold" else "holdout"
     return rows
 
 
 def _write_reports(out_dir: str, rows_per_fold: list[list[dict]], method: str,
-                   note: str | None) -> dict:
-    """``metrics.md`` (``note`` below the table), ``metrics.json`` and ``per_image.csv``."""
+                   note: str | None, written: list) -> dict:
+    """``metrics.md`` (``note`` below the table), ``metrics.json`` and ``per_image.csv``;
+    each path is appended to ``written`` before it is written."""
     table, numbers = fold_table(rows_per_fold, method)
     text = f"{table}\n\n{TABLE_NOTE}\n" + (f"\n{note}\n" if note else "")
     all_rows = [r for rows in rows_per_fold for r in rows]
-    write_per_image_csv(os.path.join(out_dir, "per_image.csv"), all_rows, ("fold", "label"))
-    atomic_write_text(os.path.join(out_dir, "metrics.md"), text)
-    atomic_write_text(os.path.join(out_dir, "metrics.json"),
-                      json.dumps(numbers, indent=2, default=float) + "\n")
+    paths = [os.path.join(out_dir, n) for n in ("per_image.csv", "metrics.md", "metrics.json")]
+    written.extend(paths)
+    write_per_image_csv(paths[0], all_rows, ("fold", "label"))
+    atomic_write_text(paths[1], text)
+    atomic_write_text(paths[2], json.dumps(numbers, indent=2, default=float) + "\n")
     return {"table": text, "numbers": numbers, "rows": all_rows, "out_dir": out_dir}

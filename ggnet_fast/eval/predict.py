@@ -25,7 +25,9 @@ def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
 
     ck = load_checkpoint(checkpoint, map_location="cpu")
     if "model" not in ck or "model_config" not in ck:
-        raise ValueError(f"{checkpoint} is not a ggnet_fast training checkpoint")
+        raise ValueError(f"checkpoint {checkpoint} is not a ggnet_fast training checkpoint "
+                         f"(no model or model_config); pass a best.pt or last.pt written by "
+                         f"ggnet train")
     cfg = dict(ck["model_config"])
     cfg["weights"] = None  # the checkpoint holds all weights; never fetch pretrained ones
     cfg["backend"] = backend
@@ -109,14 +111,16 @@ def pending_inputs(out_dir: str, inputs: dict[str, str], *, overwrite: bool = Fa
     """The ``inputs`` (``{stem: file}``) still to predict into ``out_dir``.
 
     ``skip_existing``: inputs whose mask and overlay are both there already are left out
-    (a rerun completes an interrupted or partly failed one). Any other input whose mask
+    (a rerun completes an interrupted or partly failed one); an input with only one of
+    them is predicted again, and only its missing file is written
+    (:func:`predict_to_folder` with ``keep_existing``). Without it, any input whose mask
     or overlay exists is refused (``FileExistsError`` naming the files) unless
     ``overwrite``."""
     if skip_existing and overwrite:
         raise ValueError("--skip-existing and --overwrite exclude each other")
     if skip_existing:
-        inputs = {stem: path for stem, path in inputs.items()
-                  if not all(os.path.exists(t) for t in _outputs(out_dir, stem))}
+        return {stem: path for stem, path in inputs.items()
+                if not all(os.path.exists(t) for t in _outputs(out_dir, stem))}
     existing = [t for stem in inputs for t in _outputs(out_dir, stem) if os.path.exists(t)]
     if existing and not overwrite:
         more = f" (and {len(existing) - 3} more)" if len(existing) > 3 else ""
@@ -126,9 +130,11 @@ def pending_inputs(out_dir: str, inputs: dict[str, str], *, overwrite: bool = Fa
     return inputs
 
 
-def predict_to_folder(predictor: Predictor, inputs: dict[str, str], out_dir: str):
+def predict_to_folder(predictor: Predictor, inputs: dict[str, str], out_dir: str, *,
+                      keep_existing: bool = False):
     """Write ``out_dir/masks/<stem>.png`` (0/255) and ``out_dir/overlays/<stem>.png`` for
     each of ``inputs`` (``{stem: file}``); yields ``(file, mask file, lesion fraction)``.
+    ``keep_existing``: a mask or overlay already there is left as it is.
 
     An input that cannot be read is skipped and the others are predicted; at the end one
     :class:`~ggnet_fast.data.base.DataError` lists every unreadable input."""
@@ -143,8 +149,10 @@ def predict_to_folder(predictor: Predictor, inputs: dict[str, str], out_dir: str
             continue
         _prob, mask = predictor.predict([image])[0]
         mask_path, overlay_path = _outputs(out_dir, stem)
-        save_mask(mask_path, mask)
-        save_overlay(overlay_path, image, None, mask)
+        if not (keep_existing and os.path.exists(mask_path)):
+            save_mask(mask_path, mask)
+        if not (keep_existing and os.path.exists(overlay_path)):
+            save_overlay(overlay_path, image, None, mask)
         yield path, mask_path, float(mask.mean())
     if unreadable:
         raise DataError(

@@ -59,7 +59,7 @@ def spatial_ggb_terms(block: GuidedNonLocal, x: torch.Tensor, guide: torch.Tenso
     with torch.no_grad():
         o = twin.attention(x64, g64)                               # [B, C, H, W]
         mean_mu = twin.mu(x64).mean(dim=(2, 3), keepdim=True)      # [B, C, 1, 1]
-        gamma = twin.gamma.reshape(())
+        gamma = twin.gamma.detach().reshape(())
         parts = {
             "x": x64,
             "added": gamma * o,

@@ -21,9 +21,22 @@ def build_loss(cfg: TrainConfig):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (``--device``) names: ``auto`` is cuda when available, else cpu.
+    A name that is no device, or a CUDA device this machine lacks, is a ``ValueError``
+    naming it (one line: no CUDA driver traceback)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda or "
+                         f"cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA device is available on this machine "
+                             f"(torch.cuda.is_available() is False); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
     return dev

@@ -22,6 +22,14 @@ INVOCATION_FIELDS = ("max_steps",)
 AMP_MODES = ("auto", "on", "off")
 
 
+# Command-line flags whose name is not the field's (``--<field with dashes>``).
+FLAGS = {"early_stop_patience": "--early-stop", "log_every": "config.json only"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def preset_schedule(name: str) -> dict:
     """Schedule fields implied by preset ``name``."""
     return dict(preset(name).schedule)
@@ -88,6 +96,7 @@ class TrainConfig(DataConfig):
             self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        self._validate_counts()
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
         if self.amp not in AMP_MODES:
@@ -96,6 +105,21 @@ class TrainConfig(DataConfig):
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         self._validate_model_and_loss()
         return self
+
+    def _validate_counts(self) -> None:
+        """The schedule's length is at least one step (a run of zero steps would write no
+        checkpoint); step counts and intervals are not negative, the lr is positive."""
+        length = "epochs" if self.schedule == "epochs" else "iterations"
+        minimum = {length: 1, "lr_step_epochs": 0, "lr_step_iters": 0, "val_every": 0,
+                   "early_stop_patience": 0, "ckpt_every": 0, "max_steps": 0, "workers": 0,
+                   "log_every": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} ({FLAGS.get(name, _flag(name))}) must be an "
+                                 f"integer >= {low}, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr (--lr) must be > 0, got {self.lr!r}")
 
     def _validate_model_and_loss(self) -> None:
         from ..losses import build_loss

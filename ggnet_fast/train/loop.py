@@ -159,7 +159,9 @@ class Trainer:
         }
 
     def _load(self, path: str) -> None:
-        ck = load_checkpoint(path, map_location=self.device)
+        ck = load_checkpoint(path, map_location=self.device,
+                             advice="resume from an intact copy of the run, or start it "
+                                    "again with --overwrite")
         saved_world = ck.get("world_size")
         if saved_world is not None and saved_world != self.dist.world_size:
             raise ValueError(f"cannot resume {path}: world_size differs (saved {saved_world}, "

@@ -116,8 +116,8 @@ def train_folds(cfg: TrainConfig, folds, parent: str | None = None, *,
         cfg.fold = k
         if parent is not None:
             cfg.out_dir = os.path.join(parent, f"fold{k}")
+        trainer = Trainer(cfg, overwrite=overwrite, source=source)  # validates, or refuses
         _echo(f"training {cfg.variant} ({cfg.backbone}) fold {k} -> {cfg.out_dir}")
-        trainer = Trainer(cfg, overwrite=overwrite, source=source)
         source = trainer.source  # the folds share one dataset: it is opened and scanned once
         if parent is not None and overwrite:
             _remove(parent, EVAL_REPORTS)
