@@ -79,6 +79,9 @@ def test_compiled_module_exposes_cuda_kernels_or_says_why_not():
     for op in (*CUDA_KERNEL_OPS, "spatial_cuda_path"):
         assert extension.has_kernel(op, "CUDA"), f"no CUDA kernel for ggnet_fast::{op}"
     for op in extension.OPS:  # spatial/channel/channel_bwd: autograd + composite kernels
+        if op in extension.CPU_ONLY_OPS:  # combine="joint": triton and sdpa on CUDA
+            assert not extension.has_kernel(op, "CUDA"), op
+            continue
         assert torch._C._dispatch_has_computed_kernel_for_dispatch_key(
             f"ggnet_fast::{op}", "CUDA"), f"ggnet_fast::{op} cannot run on CUDA"
     if not torch.cuda.is_available():

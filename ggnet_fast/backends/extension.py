@@ -35,6 +35,8 @@ import torch
 #: Every operator the extension defines (see csrc/ggnet_ops.h).
 OPS = ("spatial", "spatial_fwd", "spatial_bwd", "joint", "joint_fwd", "joint_bwd",
        "channel", "channel_fwd", "channel_bwd")
+#: The operators with CPU kernels only (combine="joint": triton and sdpa run it on CUDA).
+CPU_ONLY_OPS = ("joint", "joint_fwd", "joint_bwd")
 
 _MODULE: ModuleType | None = None
 _ERROR: str | None = None
