@@ -25,8 +25,9 @@ import torch
 #: (backend, op, device, mode, dtype class) -> None (passed) or why it was disabled.
 _RESULTS: dict[tuple, str | None] = {}
 
-#: Contract bounds (docs/kernels.md, "Tolerances") per dtype class, loosened 4x: the
-#: check looks for broken kernels (errors of order 1), not for the last digit.
+#: 4x the loosest contract bound of each dtype class (docs/kernels.md, "Tolerances";
+#: float32: Triton's TF32 bound 1e-2; float16/bfloat16: the joint bfloat16 bound 2.5e-2):
+#: the check looks for broken kernels (errors of order 1), not for the last digit.
 _TOL = {"f64": 4e-10, "f32": 4e-2, "f16": 1e-1, "bf16": 1e-1}
 _CLASS = {torch.float64: "f64", torch.float32: "f32", torch.float16: "f16",
           torch.bfloat16: "bf16"}

@@ -37,9 +37,6 @@ from typing import Iterator, Protocol, runtime_checkable
 import torch
 
 OPS = ("spatial", "channel")
-#: Why the fused product kernels decline ``combine="joint"`` (the sdpa backend runs it).
-JOINT_ELSEWHERE = ("combine='joint' is ordinary attention over [theta, eta] . [phi, rho]; "
-                   "the sdpa backend runs it on PyTorch's fused attention kernels")
 
 
 @runtime_checkable

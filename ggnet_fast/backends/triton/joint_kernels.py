@@ -34,22 +34,21 @@ import triton
 import triton.language as tl
 
 from ._config import W_SCALE, block, dot_precision, row_scaled, tuned
-from .spatial_kernels import (_DKV_TILES, _DQ_TILES, _FWD_TILES, _KEY, _MN, _bwd_class,
-                              _c_block, _cfg, _class, _fwd_tile, _load_tile,
+from . import spatial_kernels as _product
+from .spatial_kernels import (_DKV_TILES, _DQ, _FWD_TILES, _KEY, _MN, _bwd_class, _bwd_tuned,
+                              _c_block, _cfg, _class, _concat, _fwd_tile, _load_tile,
                               _scaled_rounding, first_of_class)
 
 #: dkv at d + dg <= 128 with C > 256: the product's 32-row default spills 16 bytes here
 #: (bf16, d = 32, C = 512; the joint kernel keeps a dz tile the product does not), 64 rows
 #: on 8 warps do not (234 registers, 92 KB; sm_90 static report).
 _JOINT_DKV_TILES = {**_DKV_TILES, "narrow-bigc": _cfg(_MN, [(64, 16, 8, 2), (32, 16, 8, 2)])}
-#: Tile lists and class pickers by kernel ("fwd", "dq", "dkv"), for the static report.
-TILE_LISTS = {"fwd": (_FWD_TILES, _class),
-              "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
+#: Tile lists and class pickers by kernel ("fwd", "dq", "dkv"): the product's inference
+#: forward classes (no o2 accumulator), its dq lists, and _JOINT_DKV_TILES.
+TILE_LISTS = {"fwd": (_FWD_TILES, _class), "dq": _product.TILE_LISTS["dq"],
               "dkv": (_JOINT_DKV_TILES, functools.partial(_bwd_class, _JOINT_DKV_TILES))}
-_FWD = tuned(TILE_LISTS["fwd"][0], dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1),
-             TILE_LISTS["fwd"][1])
-_DQ = tuned(TILE_LISTS["dq"][0], dict(BLOCK_M=128, BLOCK_N=128), TILE_LISTS["dq"][1])
-_DKV = tuned(TILE_LISTS["dkv"][0], dict(BLOCK_M=128, BLOCK_N=128), TILE_LISTS["dkv"][1])
+_FWD = tuned(_FWD_TILES, dict(BLOCK_M=128, BLOCK_N=128, C_SPLIT=1), _class)
+_DKV = _bwd_tuned(_JOINT_DKV_TILES)
 
 
 def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = torch.bfloat16,
@@ -192,12 +191,6 @@ def _dkv_kernel(Q, K, MU, DOS, DSC, LSE, DV, DPH, DRH, DMU, N, D, DG, C, DT,
 
 
 # ------------------------------------------------------------------- launch + torch ops
-def _concat(theta, phi, eta, rho, mu):
-    """q = [theta, eta], k = [phi, rho] ([B, N, d + dg]) and mu, contiguous."""
-    return (torch.cat([theta, eta], dim=-1).contiguous(),
-            torch.cat([phi, rho], dim=-1).contiguous(), mu.contiguous())
-
-
 def _fwd_impl(theta, phi, eta, rho, mu):
     batch, n, d = theta.shape
     dg, c = eta.shape[2], mu.shape[2]

@@ -207,6 +207,10 @@ _DKV_TILES = {
     "fp32-xwide": _cfg(_MN, [(16, 16, 8, 1)]),
 }
 _DKV = _bwd_tuned(_DKV_TILES)
+#: Tile lists and class pickers by kernel ("lse", "fwd", "dq", "dkv").
+TILE_LISTS = {"lse": (_LSE_TILES, _class), "fwd": (_FWD_TILES, _fwd_class),
+              "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
+              "dkv": (_DKV_TILES, functools.partial(_bwd_class, _DKV_TILES))}
 
 
 def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = torch.bfloat16,
@@ -215,10 +219,7 @@ def default_tiles(kernel: str, d: int, dg: int, c: int, dtype: torch.dtype = tor
     ``arch``: the first configuration of its class list, what runs with
     ``GGNET_TRITON_AUTOTUNE=0`` (dict of BLOCK_M, BLOCK_N, [C_SPLIT,] num_warps,
     num_stages)."""
-    lists, pick = {"lse": (_LSE_TILES, _class), "fwd": (_FWD_TILES, _fwd_class),
-                   "dq": (_DQ_TILES, functools.partial(_bwd_class, _DQ_TILES)),
-                   "dkv": (_DKV_TILES, functools.partial(_bwd_class, _DKV_TILES))}[kernel]
-    return first_of_class(lists, pick, d, dg, c, dtype, save_o2, arch)
+    return first_of_class(*TILE_LISTS[kernel], d, dg, c, dtype, save_o2, arch)
 
 
 def first_of_class(lists: dict, pick, d: int, dg: int, c: int, dtype: torch.dtype,
@@ -484,13 +485,18 @@ def _bwd_dkv_kernel(Q, K, MU, DOL, DSC, DMUB, STATS, BST, DPH, DRH, DMU, N, D, D
 
 
 # ------------------------------------------------------------------- launch + torch ops
+def _concat(theta, phi, eta, rho, mu):
+    """q = [theta, eta], k = [phi, rho] ([B, N, d + dg]) and mu, contiguous (the layout
+    every spatial kernel reads)."""
+    return (torch.cat([theta, eta], dim=-1).contiguous(),
+            torch.cat([phi, rho], dim=-1).contiguous(), mu.contiguous())
+
+
 def _fwd_impl(theta, phi, eta, rho, mu, save_o2):
     batch, n, d = theta.shape
     dg, c = eta.shape[2], mu.shape[2]
     dt = d + dg
-    qcat = torch.cat([theta, eta], dim=-1).contiguous()
-    kcat = torch.cat([phi, rho], dim=-1).contiguous()
-    mu = mu.contiguous()
+    qcat, kcat, mu = _concat(theta, phi, eta, rho, mu)
     prec = dot_precision(theta.dtype)
     stats = torch.empty(batch, 4, n, device=theta.device, dtype=torch.float32)
     o = torch.empty(batch, n, c, device=theta.device, dtype=torch.float32)
@@ -538,9 +544,7 @@ def _bwd_impl(do, theta, phi, eta, rho, mu, o, stats, o2):
     dg, c = eta.shape[2], mu.shape[2]
     dt = d + dg
     r_pass = o2.numel() == 0
-    qcat = torch.cat([theta, eta], dim=-1).contiguous()
-    kcat = torch.cat([phi, rho], dim=-1).contiguous()
-    mu = mu.contiguous()
+    qcat, kcat, mu = _concat(theta, phi, eta, rho, mu)
     prec = dot_precision(theta.dtype)
     row_scale = theta.dtype == torch.float16
     big_l = stats[:, 2]
