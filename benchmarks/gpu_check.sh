@@ -87,9 +87,9 @@ step build 120 1 build.log $PY -m pip install --no-build-isolation --no-deps -e 
 # configuration: no timing launches); one line per test as it ends (-v); in parallel
 # when pytest-xdist exists.  The host emulation of the CUDA kernels (a CPU check, minutes
 # of g++) is left to CI.
-NUM=tests/test_triton_numerics.py
-TESTS="tests/test_backend_contract.py tests/test_triton_gpu.py tests/test_cuda_backend.py
-       tests/test_triton_spatial.py tests/test_triton_channel.py tests/test_triton_joint.py
+NUM=tests/backends/triton/test_triton_numerics.py
+TESTS="tests/backends/test_backend_contract.py tests/backends/triton/test_triton_gpu.py tests/backends/cuda/test_cuda_backend.py
+       tests/backends/triton/test_triton_spatial.py tests/backends/triton/test_triton_channel.py tests/backends/triton/test_triton_joint.py
        $NUM::test_float16_at_64x64_issue_recipe $NUM::test_bfloat16_at_64x64_issue_recipe_on_gpu"
 PAR=""
 $PY -c "import xdist" 2> /dev/null && PAR="-n 8"

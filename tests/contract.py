@@ -1,7 +1,7 @@
 """What the backend tests share: the contract's tolerances, sizes and modes, input makers,
 error measures and the checks every backend goes through (docs/kernels.md, "Tolerances").
 
-Used by tests/test_backend_contract.py (every registered backend) and by the per-backend
+Used by tests/backends/test_backend_contract.py (every registered backend) and by the per-backend
 files for their backend-specific cases.  Errors are relative Frobenius errors against
 float64 on the *same* rounded inputs; the spatial forward is judged on its modulation
 ``delta = o - mean_j(mu)`` and the channel forward on ``out - mean_c(y)``, never on the
@@ -56,7 +56,7 @@ MEASURED_TOL = {
 
 #: Registered backends the numerical contract does not bind, and why.
 NOT_BOUND = {
-    "reference": "the reference is the definition; tests/test_reference_backend.py checks it "
+    "reference": "the reference is the definition; tests/backends/test_reference_backend.py checks it "
                  "against an independent NumPy implementation",
 }
 #: Baselines bound only in float32/float64 without autocast, and why.

@@ -19,7 +19,7 @@ turns it off), and a backend that fails is disabled with one warning.
 
 Every backend implements :class:`Backend` and meets the contract of ``docs/kernels.md``;
 ``docs/backends.md`` says how to add one (one registration line below, and the contract
-suite ``tests/test_backend_contract.py`` tests it).
+suite ``tests/backends/test_backend_contract.py`` tests it).
 """
 from .registry import (
     Backend,

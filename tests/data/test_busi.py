@@ -3,31 +3,16 @@
 Found through ``GGNET_BUSI_ROOT`` or a ``shared/data/busi`` folder next to any parent of
 this file (``/work/shared/data/busi`` here, ``../shared/data/busi`` from a CI clone).
 """
-import os
-
 import numpy as np
 import pytest
 
 from ggnet_fast.data import BUSIDataset, kfold_indices
 from ggnet_fast.data.base import read_mask
 
-
-def _busi_root():
-    env = os.environ.get("GGNET_BUSI_ROOT")
-    if env:
-        return env if os.path.isdir(env) else None
-    here = os.path.dirname(os.path.abspath(__file__))
-    while True:
-        cand = os.path.join(here, "shared", "data", "busi")
-        if os.path.isdir(cand):
-            return cand
-        parent = os.path.dirname(here)
-        if parent == here:
-            return None
-        here = parent
+import repo_paths
 
 
-ROOT = _busi_root()
+ROOT = repo_paths.busi_root()
 pytestmark = pytest.mark.skipif(ROOT is None, reason="BUSI not found (set GGNET_BUSI_ROOT)")
 
 

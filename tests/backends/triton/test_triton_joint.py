@@ -1,7 +1,7 @@
 """The Triton kernels of ``combine="joint"`` (``backends/triton/joint_kernels.py``): what is
 specific to them.
 
-The contract suite (tests/test_backend_contract.py) holds them to float64 at odd sizes in
+The contract suite (tests/backends/test_backend_contract.py) holds them to float64 at odd sizes in
 float32 and float16 (under ``TRITON_INTERPRET=1`` without a GPU), with opcheck and
 torch.compile.  Here: the 16-bit rounding points at the sizes where they break.
 

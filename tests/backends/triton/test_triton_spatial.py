@@ -3,7 +3,7 @@ specific to them.
 
 The contract (forward delta and every gradient against float64 in float32/float16 at odd
 sizes, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
-tests/test_backend_contract.py.  Here: both variants of the backward's R_i, GPU-like
+tests/backends/test_backend_contract.py.  Here: both variants of the backward's R_i, GPU-like
 small tiles with C split in chunks, the tensors autograd saves (nothing N x N), the
 no-grad forward, the backend's unsupported reasons, and compilation for sm_90/sm_80.
 Without a GPU these run under ``TRITON_INTERPRET=1`` (set by conftest.py) on CPU tensors;

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from ggnet_fast.backends import extension
+import repo_paths
 
 if os.environ.get("GGNET_CPU_EXT") == "0":
     pytest.skip("installed with GGNET_CPU_EXT=0: no compiled extension", allow_module_level=True)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(repo_paths.ROOT)
 
 
 def has_kernel(op: str, key: str) -> bool:

@@ -7,8 +7,9 @@ import importlib.util
 import pathlib
 
 import pytest
+import repo_paths
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = repo_paths.ROOT
 _spec = importlib.util.spec_from_file_location("cuda_ptxas", ROOT / "benchmarks" / "cuda_ptxas.py")
 ptxas = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ptxas)

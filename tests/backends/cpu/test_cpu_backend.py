@@ -2,7 +2,7 @@
 
 The contract every backend meets (both operators against float64 in every dtype and
 mode, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
-tests/test_backend_contract.py.  Here: the spatial operator (``combine="product"`` and
+tests/backends/test_backend_contract.py.  Here: the spatial operator (``combine="product"`` and
 ``"joint"``, csrc/cpu/spatial_cpu.cpp and joint_cpu.cpp) against float64 on both of
 its tile paths (whole-row strips and streaming tiles, ``GGNET_CPU_TILE_BYTES``) with both
 libraries of the tile products (oneDNN and BLAS, ``GGNET_CPU_GEMM``), at sizes up to

@@ -2,14 +2,14 @@
 
 The contract every backend meets (both operators against float64 in every dtype and
 mode, non-contiguous inputs, torch.compile, opcheck, autocast, output dtype) is
-tests/test_backend_contract.py, which runs the cuda backend on a GPU.
+tests/backends/test_backend_contract.py, which runs the cuda backend on a GPU.
 
 Runs everywhere (CPU-only machines included):
 * the compiled extension either exposes CUDA kernels for every operator (built with
   CUDA; required when the suite runs with GGNET_CUDA=1, as CI does) or the ``cuda``
   backend is unavailable and asking for it raises a RuntimeError that says why;
 * ``unsupported()`` reasons; no ``.cu`` file includes torch headers (build time);
-* the kernels themselves in a host emulation (tests/cuda_emu: host threads as CUDA
+* the kernels themselves in a host emulation (tests/backends/cuda/cuda_emu: host threads as CUDA
   threads, barriers, an emulated WMMA) against float64, when g++ and the CUDA headers
   are there (~1 min).
 
@@ -47,8 +47,9 @@ import torch
 from contract import SPATIAL_NAMES, grads_of, rel_err, spatial_reference
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
 from ggnet_fast.backends import extension, record_dispatch, reference, unavailable_reason
+import repo_paths
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = repo_paths.ROOT
 CUDA_KERNEL_OPS = ("spatial_fwd", "spatial_bwd", "channel_fwd")  # registered in ops_cuda.cpp
 
 requires_cuda_backend = pytest.mark.skipif(
@@ -151,7 +152,7 @@ def _emulated_copy(src: pathlib.Path) -> str:
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None or _cuda_include_dir() is None,
                     reason="needs a C++20 host compiler and the CUDA headers (CUDA_HOME)")
 def test_kernels_in_host_emulation(tmp_path):
-    """The CUDA kernels, run on the CPU by tests/cuda_emu (threads + barriers + an
+    """The CUDA kernels, run on the CPU by tests/backends/cuda/cuda_emu (threads + barriers + an
     emulated WMMA), against float64: both spatial paths (forward; the scalar path's
     every gradient), the channel kernels.  Checks indexing, masks of ragged tiles and
     barrier placement without a GPU; the GPU tests below check the real thing."""
@@ -164,7 +165,7 @@ def test_kernels_in_host_emulation(tmp_path):
         (tmp_path / "cuda" / name).write_text(_emulated_copy(src))
         if src.suffix == ".cu":
             units.append(str(tmp_path / "cuda" / name))
-    emu = ROOT / "tests" / "cuda_emu"
+    emu = pathlib.Path(__file__).resolve().parent / "cuda_emu"
     exe = tmp_path / "harness"
     cmd = [os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-pthread",
            "-include", str(emu / "emu_cuda.h"), f"-I{tmp_path}", f"-I{emu}",

@@ -4,7 +4,7 @@ The backward runs one pass per block of query rows and sums the key-side gradien
 (dphi, drho, dmu) in 4 fixed query groups, reduced in a fixed order; it uses 128-row
 strips while they fit the tile budget, else 64-row strips, else streaming tiles.  Checked
 here: the 64-row regime (the 128-row strips and the streaming tiles are covered by
-tests/test_cpu_backend.py), bitwise equality for thread counts above and below the number
+tests/backends/cpu/test_cpu_backend.py), bitwise equality for thread counts above and below the number
 of groups, and half-precision inputs under ``torch.autocast``, whose modulation must stay
 within 1% of float64 (docs/cpu_backend.md, "Half precision").
 """

@@ -1,8 +1,9 @@
 """The README's test command is what CI runs."""
 import pathlib
 import re
+import repo_paths
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = repo_paths.ROOT
 
 
 def test_ci_runs_the_readme_test_command():

@@ -2,7 +2,7 @@
 
 The model reads each kernel's default tiles from ``spatial_kernels.default_tiles`` and
 the measured replication from the committed static report; here both must agree with
-that report (compiled by tests/test_triton_aot.py), and the document's table must be
+that report (compiled by tests/backends/triton/test_triton_aot.py), and the document's table must be
 the script's output.
 """
 import json
@@ -14,8 +14,9 @@ import torch
 
 from ggnet_fast.backends.triton import joint_kernels
 from ggnet_fast.backends.triton.spatial_kernels import default_tiles
+import repo_paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(repo_paths.ROOT)
 REPORT = os.path.join(ROOT, "benchmarks", "results", "triton_static_sm90.json")
 KERNELS = {"fwd_lse": ("lse", False), "fwd": ("fwd", False), "fwd_o2": ("fwd", True),
            "bwd_dq": ("dq", False), "bwd_dkv": ("dkv", False)}

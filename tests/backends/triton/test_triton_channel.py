@@ -3,7 +3,7 @@ specific to them.
 
 The contract (every combine/stabilize mode, with and without ``scale``, forward delta and
 both gradients against float64 in float32/float16, non-contiguous inputs, torch.compile,
-opcheck, autocast, output dtype) is tests/test_backend_contract.py.  Here: GPU-like small
+opcheck, autocast, output dtype) is tests/backends/test_backend_contract.py.  Here: GPU-like small
 tiles, the backend's unsupported reasons and explicit requests it refuses, and
 compilation of every kernel for sm_90/sm_80.  Runs under ``TRITON_INTERPRET=1`` on CPU
 tensors without a GPU; every test asserts that the triton backend really ran.

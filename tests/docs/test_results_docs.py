@@ -3,8 +3,9 @@ line that docs/results/busi_cv/summarize.py computes from them appears in the do
 so a rerun that changes the CSVs without the document (or the reverse) fails here."""
 import importlib.util
 import pathlib
+import repo_paths
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = repo_paths.ROOT
 STUDY = ROOT / "docs" / "results" / "busi_cv"
 
 

@@ -14,8 +14,9 @@ import subprocess
 import sys
 
 from ggnet_fast.backends.triton._aot import report_violations
+import repo_paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(repo_paths.ROOT)
 COMMITTED = os.path.join(ROOT, "benchmarks", "results", "triton_static_sm90.json")
 KEYS = {"kernel", "dtype", "d", "dg", "C", "config", "default", "registers", "spill_bytes",
         "shared_bytes", "wgmma", "ex2", "replication"}

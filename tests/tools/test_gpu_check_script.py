@@ -12,8 +12,9 @@ import subprocess
 import sys
 
 import pytest
+import repo_paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(repo_paths.ROOT)
 FILES = {"steps.log", "device.txt", "build.log", "tests.log", "tests.xml", "bench.log",
          "bench.json", "bench_table.md"}
 BENCH_STEPS = ("bench_joint", "bench_flex_joint", "bench_d32", "bench_d256", "bench_flex")
