@@ -120,6 +120,10 @@ def _extensions():
 
 ext_modules, cmdclass = _extensions()
 
+# Optional extras, pinned to versions the package registry serves (checked 2026-12-07).
+INTEGRATIONS = ["segmentation-models-pytorch==0.6.0", "timm==1.0.31"]   # ggnet_fast.integrations
+EXPORT = ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"]   # ggnet export
+
 setup(
     name="ggnet_fast",
     version="0.1.0",
@@ -154,7 +158,11 @@ setup(
             "pydensecrf2>=1.1",
             "monai>=1.3",          # independent Hausdorff cross-check in tests/test_metrics.py
             "matplotlib>=3.7",
+            *INTEGRATIONS,         # the retrofit and export tests run in CI
+            *EXPORT,
         ],
+        "integrations": INTEGRATIONS,
+        "export": EXPORT,
     },
     entry_points={"console_scripts": ["ggnet=ggnet_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -147,6 +147,22 @@ def read_json(path: str):
         return None
 
 
+RUN_CONFIG = "config.json"
+
+
+def read_run_config(run_dir: str) -> dict:
+    """The configuration a training run saved (``run_dir/config.json``, or that file's
+    path itself) as a dict: ``FileNotFoundError`` when it is missing, ``ValueError`` when
+    it is not a JSON object. The one reader of a run's configuration."""
+    path = run_dir if run_dir.endswith(".json") else os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no run configuration {path}")
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a readable run configuration (a JSON object)")
+    return saved
+
+
 def run_folders(root: str) -> list[str]:
     """The run folders under ``root``: ``[root]`` if it holds ``config.json`` (one run),
     else its sub-folders that do (``fold0/``, ``fold1/``... of ``--fold all``), sorted."""

@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from .base import RawSample, SegmentationSource, check_pair, read_image, read_mask
+from .layout import absolute_root
 from .registry import DatasetOption, register_dataset
 
 CLASSES = ("benign", "malignant")
@@ -27,7 +28,7 @@ _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
 
 def find_busi_root(root: str) -> str:
     """Return the folder holding ``benign/`` and ``malignant/`` given it or a parent."""
-    root = os.path.abspath(os.path.expanduser(root))
+    root = absolute_root(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"BUSI root {root} does not exist or is not a folder")
     for candidate in (root, os.path.join(root, "Dataset_BUSI_with_GT")):
@@ -106,7 +107,16 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
+def is_busi_root(root: str) -> bool:
+    """Whether ``root`` (or its ``Dataset_BUSI_with_GT``) holds benign/ and malignant/."""
+    try:
+        find_busi_root(root)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 register_dataset(
-    "busi", BUSIDataset, help="BUSI (Dataset_BUSI_with_GT layout)",
+    "busi", BUSIDataset, help="BUSI (Dataset_BUSI_with_GT layout)", detect=is_busi_root,
     options={"include_normal": DatasetOption(
         False, "BUSI: also use the 133 normal images (paper Table 6)", flag="--include-normal")})

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .folds import kfold_indices, split_train_val
-from .registry import build_dataset, resolve_dataset_options
+from .layout import absolute_root
+from .registry import build_dataset, dataset_spec, resolve_dataset_options
 from .scan import scan_source
 
 SPLITS = ("kfold", "holdout")
@@ -53,9 +54,16 @@ class DataConfig:
     val_fraction: float = 0.1           # of the training part, for model selection
 
     def validate(self):
-        """Check the dataset and split settings and fill in the dataset's default options
-        (so the saved configuration names every one); returns ``self``."""
+        """Check the dataset and split settings, fill in the dataset's default options (so
+        the saved configuration names every one) and make the data root absolute; training
+        and evaluation both call this. Returns ``self``."""
         self.data_options = resolve_dataset_options(self.data, self.data_options)
+        if self.data_root is not None:
+            if not dataset_spec(self.data).needs_root:
+                raise ValueError(f"data_root {self.data_root!r} given, but data={self.data!r} "
+                                 f"reads no folder; name the dataset of that folder "
+                                 f"(--data busi or --data folder)")
+            self.data_root = absolute_root(self.data_root)
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {self.split!r}")
         folds_ok = isinstance(self.folds, int) and not isinstance(self.folds, bool) \

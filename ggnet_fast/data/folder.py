@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from .base import RawSample, SegmentationSource, check_pair, is_image_file, read_image, read_mask
+from .layout import absolute_root
 from .registry import register_dataset
 
 
@@ -16,7 +17,7 @@ class FolderDataset(SegmentationSource):
     """Pairs every file in ``root/images`` with the mask of the same stem in ``root/masks``."""
 
     def __init__(self, root: str, images: str = "images", masks: str = "masks"):
-        self.root = os.path.abspath(os.path.expanduser(root))
+        self.root = absolute_root(root)
         img_dir, mask_dir = os.path.join(self.root, images), os.path.join(self.root, masks)
         for d in (img_dir, mask_dir):
             if not os.path.isdir(d):
@@ -54,4 +55,10 @@ class FolderDataset(SegmentationSource):
         return RawSample(image=image, mask=mask, name=self.names[index])
 
 
-register_dataset("folder", FolderDataset, help="a folder with images/ and masks/")
+def is_folder_root(root: str, images: str = "images", masks: str = "masks") -> bool:
+    """Whether ``root`` holds ``images/`` and ``masks/``."""
+    return all(os.path.isdir(os.path.join(root, d)) for d in (images, masks))
+
+
+register_dataset("folder", FolderDataset, help="a folder with images/ and masks/",
+                 detect=is_folder_root)

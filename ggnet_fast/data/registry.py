@@ -42,6 +42,7 @@ class DatasetSpec:
     options: dict = field(default_factory=dict)
     needs_root: bool = True
     help: str = ""
+    detect: Callable[[str], bool] | None = None   # does a folder hold this dataset's layout?
 
     def flag(self, option: str) -> str:
         return self.options[option].flag or f"--{self.name}-{option}".replace("_", "-")
@@ -52,13 +53,15 @@ _DATASETS: dict[str, DatasetSpec] = {}
 
 def register_dataset(name: str, build: Callable[..., SegmentationSource], *,
                      options: dict[str, DatasetOption] | None = None, needs_root: bool = True,
-                     help: str = "") -> DatasetSpec:
-    """Make ``name`` usable as ``TrainConfig.data`` / ``ggnet train --data NAME``."""
+                     help: str = "", detect: Callable[[str], bool] | None = None) -> DatasetSpec:
+    """Make ``name`` usable as ``TrainConfig.data`` / ``ggnet train --data NAME``.
+    ``detect(folder)``: whether a folder holds this dataset's layout, so that a data root
+    given without a dataset name selects it (:func:`~ggnet_fast.data.layout.dataset_of_root`)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"dataset name must be an identifier, got {name!r}")
     if name in _DATASETS:
         raise ValueError(f"dataset {name!r} is already registered")
-    spec = DatasetSpec(name, build, dict(options or {}), needs_root, help)
+    spec = DatasetSpec(name, build, dict(options or {}), needs_root, help, detect)
     _DATASETS[name] = spec
     return spec
 

@@ -14,7 +14,7 @@ import os
 
 from ..crf import describe_crf_params
 from ..data.config import DataConfig
-from ..fileio import atomic_write_text, run_folders
+from ..fileio import atomic_write_text, read_run_config, run_folders
 from ..metrics import binary_metrics
 from .overlay import save_overlay
 from .predict import Predictor, load_model
@@ -93,6 +93,17 @@ def _existing_outputs(out_dir: str) -> list[str]:
     return found
 
 
+def check_saved_data_roots(run: str) -> None:
+    """``FileNotFoundError`` pointing at ``--data-root`` when the dataset folder a run (or
+    a fold run under ``run``) was trained on is gone (moved, or saved relative to another
+    directory)."""
+    for run_dir in run_folders(run):
+        root = read_run_config(run_dir).get("data_root")
+        if root and not os.path.isdir(root):
+            raise FileNotFoundError(f"the dataset folder {root} of run {run_dir} does not exist "
+                                    f"(here); pass --data-root DIR if the dataset moved")
+
+
 def fold_runs(run_dir: str, *, data_root: str | None = None, progress: bool = True) -> list:
     """``(run folder, its config dict, its DataConfig, its dataset)`` for the run in
     ``run_dir`` or each fold run under it. ``data_root`` replaces the saved dataset folder.
@@ -100,11 +111,11 @@ def fold_runs(run_dir: str, *, data_root: str | None = None, progress: bool = Tr
     (:meth:`DataConfig.build_source`: one ``DataError`` listing every bad file)."""
     runs, sources = [], {}
     for rd in run_folders(run_dir):
-        with open(os.path.join(rd, "config.json"), encoding="utf-8") as fh:
-            run_cfg = json.load(fh)
+        run_cfg = read_run_config(rd)
         data = DataConfig.from_run_config(run_cfg)
         if data_root is not None:
             data.data_root = data_root
+        data.validate()  # the checks and the absolute root training applied
         key = json.dumps([data.data, data.data_root, data.data_options], sort_keys=True)
         if key not in sources:
             sources[key] = data.build_source(progress=progress)

@@ -15,11 +15,10 @@ attention is recomputed in float64 with the ``reference`` backend, so a modulati
 
 Command line (one row per test image of every fold, and a summary)::
 
-    python -m ggnet_fast.eval.probe --run runs/busi_cv/ggnet --checkpoint last.pt --out DIR
+    ggnet probe --run runs/busi_cv/ggnet --checkpoint last.pt --out DIR
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 
@@ -132,28 +131,16 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ggnet_fast.eval.probe",
-        description="Norms of what the spatial GGB adds (gamma * mean(mu), gamma * (o - "
-                    "mean(mu)), its position-varying part) next to its input x, per test "
-                    "image of a trained run; writes probe.csv and probe.md into --out.")
-    parser.add_argument("--run", required=True, help="run folder or folder of fold runs")
-    parser.add_argument("--checkpoint", default="last.pt", help="checkpoint name (default last.pt)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--data-root", default=None, help="dataset folder, if it moved")
-    parser.add_argument("--overwrite", action="store_true", help="replace probe.* in --out")
-    args = parser.parse_args(argv)
-    csv_path, md_path = (os.path.join(args.out, f"probe.{e}") for e in ("csv", "md"))
-    if not args.overwrite and any(os.path.exists(p) for p in (csv_path, md_path)):
-        parser.error(f"{args.out} already holds probe.csv/probe.md; pass --overwrite")
-    rows = probe_run(args.run, checkpoint=args.checkpoint, data_root=args.data_root)
-    os.makedirs(args.out, exist_ok=True)
+def write_probe(run_dir: str, out_dir: str, *, checkpoint: str = "last.pt",
+                data_root: str | None = None, overwrite: bool = False) -> str:
+    """:func:`probe_run`, written to ``out_dir/probe.csv`` and ``probe.md`` (refused,
+    ``FileExistsError``, when they exist and not ``overwrite``). Returns the summary."""
+    csv_path, md_path = (os.path.join(out_dir, f"probe.{e}") for e in ("csv", "md"))
+    if not overwrite and any(os.path.exists(p) for p in (csv_path, md_path)):
+        raise FileExistsError(f"{out_dir} already holds probe.csv/probe.md; pass --overwrite")
+    rows = probe_run(run_dir, checkpoint=checkpoint, data_root=data_root)
+    os.makedirs(out_dir, exist_ok=True)
     atomic_write_csv(csv_path, ["name", "fold", "gamma", *TERMS], rows)
-    atomic_write_text(md_path, summary(rows))
-    print(summary(rows), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    text = summary(rows)
+    atomic_write_text(md_path, text)
+    return text

@@ -1,5 +1,5 @@
-"""Training: configuration, run folders (start, all folds, resume), the loop and its parts
-(progress, schedule, run logger), resumable sampler, RNG states, DDP."""
+"""Training: configuration, run-folder rules (run_dir), driving runs over folds and resumes
+(runs), the loop and its parts (progress, schedule, run logger), resumable sampler, DDP."""
 from .config import TrainConfig, preset_schedule
 from .loop import Trainer, train
 

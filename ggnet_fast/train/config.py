@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 
 from ..data.config import DataConfig, migrate_legacy_keys
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_run_config
 from ..models.presets import preset
 
 SCHEDULES = ("epochs", "iterations")
@@ -85,15 +84,7 @@ class TrainConfig(DataConfig):
     def validate(self) -> "TrainConfig":
         """Check every setting (dataset and split, schedule, model and loss options
         included) without building anything; raises ``ValueError``. Returns ``self``."""
-        super().validate()
-        if self.data_root is not None:
-            from ..data import dataset_spec
-            if not dataset_spec(self.data).needs_root:
-                raise ValueError(f"data_root {self.data_root!r} given, but data={self.data!r} "
-                                 f"reads no folder; name the dataset of that folder "
-                                 f"(--data busi or --data folder)")
-            # absolute: evaluation from another working directory finds the same images
-            self.data_root = os.path.abspath(os.path.expanduser(self.data_root))
+        super().validate()  # the dataset, its root (made absolute) and the split
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         self._validate_counts()
@@ -165,5 +156,4 @@ class TrainConfig(DataConfig):
     @classmethod
     def load(cls, path: str) -> "TrainConfig":
         """From a ``config.json`` (:meth:`from_saved`)."""
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_saved(json.load(fh))
+        return cls.from_saved(read_run_config(path))

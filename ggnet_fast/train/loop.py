@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .distributed import all_reduce_mean, barrier, broadcast_flag, setup_distributed
 from .logger import RunLogger
 from .progress import Progress
-from .runs import check_resume_config, check_run_dir, prepare_run_dir
+from .run_dir import check_resume_config, check_run_dir, prepare_run_dir
 from .sampler import ResumableSampler
 from .schedule import Schedule, build_optimizer
 

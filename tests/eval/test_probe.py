@@ -115,12 +115,13 @@ def test_command_line_on_a_tiny_run(tmp_path):
             "--workers", "0", "--no-progress", "--no-tensorboard", "--backend", "reference"]
     assert cli_main(["train", *tiny, "--out", run]) == 0
     out = str(tmp_path / "probe")
-    assert probe.main(["--run", run, "--out", out]) == 0
+    assert cli_main(["probe", "--run", run, "--out", out]) == 0
     with open(os.path.join(out, "probe.csv"), encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     with open(os.path.join(run, "splits.json"), encoding="utf-8") as fh:
         test_names = json.load(fh)["test"]
     assert [r["name"] for r in rows] == test_names and set(probe.TERMS) <= set(rows[0])
     assert "median ratio to x" in open(os.path.join(out, "probe.md"), encoding="utf-8").read()
-    with pytest.raises(SystemExit):  # nothing is overwritten without --overwrite
-        probe.main(["--run", run, "--out", out])
+    before = open(os.path.join(out, "probe.csv"), encoding="utf-8").read()
+    assert cli_main(["probe", "--run", run, "--out", out]) == 2  # not without --overwrite
+    assert open(os.path.join(out, "probe.csv"), encoding="utf-8").read() == before

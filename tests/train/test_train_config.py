@@ -20,7 +20,7 @@ def test_a_config_saved_before_the_dataset_registry_still_loads_and_resumes():
     """config.json / checkpoint configs of older runs hold phantom_n, include_normal...:
     they load into data_options, and resuming compares them as such."""
     from ggnet_fast.train import TrainConfig
-    from ggnet_fast.train.runs import check_resume_config
+    from ggnet_fast.train.run_dir import check_resume_config
 
     old = {**{k: v for k, v in TrainConfig().to_dict().items() if k != "data_options"},
            "data": "phantom", "phantom_n": 24, "phantom_seed": 0, "phantom_size": 64,
@@ -72,7 +72,7 @@ def test_root_without_data_selects_the_dataset_of_its_layout(tmp_path, capsys):
         cfg = config_from_args(parser.parse_args(["train", "--out", "o", "--data-root",
                                                   str(tmp_path / root)]))
         assert cfg.data == name
-    with pytest.raises(ValueError, match="neither the BUSI layout"):
+    with pytest.raises(ValueError, match=r"none of the known layouts \(busi: .*; folder: "):
         config_from_args(parser.parse_args(["train", "--out", "o", "--data-root",
                                             str(tmp_path / "other")]))
 
@@ -81,7 +81,7 @@ def test_resume_compares_every_result_setting():
     """Issue 13.2: settings outside the operational ones are compared on resume (the
     image size and model too, not only the split and schedule)."""
     from ggnet_fast.train import TrainConfig
-    from ggnet_fast.train.runs import check_resume_config
+    from ggnet_fast.train.run_dir import check_resume_config
 
     saved = TrainConfig().run_dict()
     cfg = TrainConfig(image_size=96, backbone="resnet18", workers=0, device="cpu",
