@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .base import RawSample, SegmentationSource
 from .registry import DatasetOption, register_dataset
@@ -55,6 +54,8 @@ def _smooth_curve(rng, width: int, base: float, amplitude: float, n_harm: int = 
 
 
 def _texture(rng, shape, sigma, anisotropy=1.0) -> np.ndarray:
+    from scipy import ndimage  # here: importing the data package need not load SciPy
+
     t = ndimage.gaussian_filter(rng.standard_normal(shape), (sigma, sigma * anisotropy))
     return t / (t.std() + 1e-8)
 
@@ -154,6 +155,8 @@ def _posterior_shadow(rng, echo, lesion: _Lesion, s: float, params: PhantomParam
     r = rng.random()
     if r >= params.p_shadow + params.p_enhancement:
         return echo
+    from scipy import ndimage
+
     h, mask = echo.shape[0], lesion.mask
     cols = ndimage.gaussian_filter1d(mask.any(axis=0).astype(np.float64), 2 * s)
     bottom = np.where(mask.any(axis=0), h - 1 - np.argmax(mask[::-1], axis=0), lesion.cy)
@@ -169,6 +172,8 @@ def _posterior_shadow(rng, echo, lesion: _Lesion, s: float, params: PhantomParam
 def _speckle_and_compress(rng, echo, s: float, params: PhantomParams) -> np.ndarray:
     """Rayleigh speckle (envelope of a filtered complex Gaussian field), depth attenuation
     with partial TGC, electronic noise and log compression; uint8 [H, W]."""
+    from scipy import ndimage
+
     h, w = echo.shape
     grain = rng.uniform(*params.speckle_grain) * s
     field = rng.standard_normal((h, w)) + 1j * rng.standard_normal((h, w))

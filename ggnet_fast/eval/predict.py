@@ -17,8 +17,8 @@ from ..fileio import load_checkpoint
 def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
     """Rebuild the model from a checkpoint written by training (``best.pt``/``last.pt``).
 
-    ``backend`` replaces the attention backend stored with the model (the training run's,
-    which may not exist on this device); ``"auto"`` picks the best one available here.
+    ``backend`` is the attention backend to run with (``"auto"``: the best one available
+    here, whatever the training run used).
     Returns ``(model in eval mode, train config dict)``.
     """
     from ..models import build_ggnet
@@ -30,8 +30,8 @@ def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
                          f"ggnet train")
     cfg = dict(ck["model_config"])
     cfg["weights"] = None  # the checkpoint holds all weights; never fetch pretrained ones
-    cfg["backend"] = backend
-    model = build_ggnet(**cfg)
+    cfg.pop("backend", None)  # older checkpoints saved the training run's backend
+    model = build_ggnet(**cfg, backend=backend)
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), dict(ck.get("config", {}))
 

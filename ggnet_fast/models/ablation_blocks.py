@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn._common import check_feature_map, make_gamma, positions_major
+from ..nn.layers import add_gamma, check_feature_map, positions_major
 
 CHANNEL_STABILIZE = (None, "max-minus")
 
@@ -29,11 +29,7 @@ class _Residual(nn.Module):
 
     def __init__(self, residual: str) -> None:
         super().__init__()
-        self.residual, gamma = make_gamma(residual)
-        if isinstance(gamma, nn.Parameter):
-            self.gamma = gamma
-        else:
-            self.register_buffer("gamma", gamma)
+        add_gamma(self, residual)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -18,10 +18,12 @@ def build_ggnet(preset: str = "paper", variant: str = "full", backbone: str = "r
         weights: ``None``, a path to a torchvision-format state dict, or a torchvision weights
             enum/name already in torchvision's cache.  Not stored in ``model.config``.
         ggb_stride: 4 (released), 8 (paper), 2 or 16; ``None`` takes the preset's.
-        backend: attention operator backend (``"auto"``, ``"reference"``, ``"triton"``...).
+        backend: attention operator backend (``"auto"``, ``"reference"``, ``"triton"``...):
+            how the model runs, not part of its architecture (not in ``model.config``;
+            :meth:`GGNet.set_backend` switches it).
         **overrides: any other field of :class:`~ggnet_fast.models.config.GGNetConfig`
             (``spatial_combine``, ``residual``, ``use_se``, ``boundary_form``, ``key_channels``...).
     """
-    config = resolve_config(preset, variant, backbone, ggb_stride, backend, **overrides)
-    return GGNet(config, weights=weights)
+    config = resolve_config(preset, variant, backbone, ggb_stride, **overrides)
+    return GGNet(config, weights=weights, backend=backend)
 

@@ -86,7 +86,6 @@ class GGNetConfig:
     backbone: str = "resnext101_32x8d"
     weights: None = None            # never stored: the architecture does not depend on it
     ggb_stride: int = 8
-    backend: str = "auto"
     spatial_combine: str = "product"
     channel_combine: str = "product"
     channel_stabilize: str | None = None
@@ -128,8 +127,6 @@ class GGNetConfig:
         if self.ggb_stride not in STAGE_STRIDES:
             raise ValueError(f"ggb_stride must be one of {list(STAGE_STRIDES)}, "
                              f"got {self.ggb_stride!r}")
-        if not isinstance(self.backend, str):
-            raise TypeError(f"backend must be a string, got {type(self.backend).__name__}")
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, "
@@ -151,8 +148,9 @@ class GGNetConfig:
 
 def resolve_config(preset: str = "paper", variant: str = "full",
                    backbone: str = "resnext101_32x8d", ggb_stride: int | None = None,
-                   backend: str = "auto", **overrides) -> GGNetConfig:
-    """Preset defaults, then explicit arguments and ``overrides``; validated."""
+                   **overrides) -> GGNetConfig:
+    """Preset defaults, then explicit arguments and ``overrides``; validated. The
+    architecture only: which backend runs it is chosen when it is built or run."""
     defaults = preset_row(preset).model  # ValueError naming the presets if unknown
     known = {f.name for f in dataclasses.fields(GGNetConfig)}
     unknown = sorted(set(overrides) - known)
@@ -160,11 +158,12 @@ def resolve_config(preset: str = "paper", variant: str = "full",
         raise TypeError(f"unknown GG-Net option(s) {unknown}; known: {sorted(known)}")
     implied = VARIANT_SPECS[variant].options if variant in VARIANT_SPECS else {}
     values = {**defaults, **implied, "preset": preset, "variant": variant,
-              "backbone": backbone, "backend": backend}
+              "backbone": backbone}
     if ggb_stride is not None:
         values["ggb_stride"] = ggb_stride
     values.update(overrides)
     values["weights"] = None
+    values.pop("backend", None)  # saved by models before the backend left the architecture
     if "aspp_dilations" in values:
         values["aspp_dilations"] = [int(d) for d in values["aspp_dilations"]]
     config = GGNetConfig(**values)

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import GlobalGuidanceBlock, GuidedChannelAttention, GuidedNonLocal
-from ..nn._common import check_feature_map
+from ..nn.layers import check_feature_map, check_options, conv_bn_relu
 from .ablation_blocks import ChannelNonLocalBlock, MeanPoolBlock, NonLocalBlock
 from .aspp import build_aspp
 from .backbone import STAGE_STRIDES, ResNetStages
 from .boundary import BoundaryDetection
 from .config import GGNetConfig
-from .guidance import MultiLayerGuidance, StageReduction, conv_bn_relu
+from .guidance import MultiLayerGuidance, StageReduction
 
 
 @dataclass
@@ -42,6 +42,11 @@ class GGNetOutput:
     logits: torch.Tensor
     side_logits: tuple[torch.Tensor, ...] = ()
     boundaries: tuple[torch.Tensor, ...] = ()
+
+
+# A pytree node, so torch.export / ONNX export can flatten the full output (docs/export.md).
+torch.export.register_dataclass(GGNetOutput,
+                                serialized_type_name="ggnet_fast.models.ggnet.GGNetOutput")
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -84,15 +89,18 @@ class GGNet(nn.Module):
     Args:
         config: a validated :class:`GGNetConfig`.
         weights: backbone weights (``None``, a state-dict path, a torchvision weights enum).
+        backend: the attention operators' backend (``"auto"``, ``"reference"``...): how
+            the model runs, not part of ``config``; :meth:`set_backend` switches it.
 
     ``forward(images)`` takes ``[B, 3, H, W]`` (ImageNet-normalised) and returns a
     :class:`GGNetOutput`; ``forward(images, final_only=True)`` returns only the final
     logits ``[B, 1, H, W]`` (and skips the side heads).
     """
 
-    def __init__(self, config: GGNetConfig, weights=None) -> None:
+    def __init__(self, config: GGNetConfig, weights=None, backend: str = "auto") -> None:
         super().__init__()
         config.validate()
+        check_options(backend=backend)
         self._config = config
         spec = config.spec
         self.backbone = ResNetStages(config.backbone, weights)
@@ -112,7 +120,7 @@ class GGNet(nn.Module):
                 config.aspp_channels, config.guide_channels,
                 spatial=_build_block(spec.spatial, "spatial", config),
                 channel=_build_block(spec.channel, "channel", config),
-                backend=config.backend)
+                backend=backend)
 
         self.low_level = conv_bn_relu(c1, config.low_level_channels, 1)
         width = config.aspp_channels
@@ -156,12 +164,10 @@ class GGNet(nn.Module):
 
     def set_backend(self, backend: str) -> "GGNet":
         """Switch the attention operators' backend (``"auto"``, ``"reference"``, ...)."""
-        if not isinstance(backend, str):
-            raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+        check_options(backend=backend)
         for m in self.modules():
             if isinstance(m, (GuidedNonLocal, GuidedChannelAttention)):
                 m.backend = backend
-        self._config.backend = backend
         return self
 
     def forward(self, images: torch.Tensor, final_only: bool = False):

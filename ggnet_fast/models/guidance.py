@@ -14,15 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn._common import conv_bn_prelu
-
-
-def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(),
-    )
+from ..nn.layers import conv_bn_prelu, conv_bn_relu
 
 
 class StageReduction(nn.Module):

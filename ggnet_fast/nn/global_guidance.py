@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_feature_map, conv_bn_prelu
+from .layers import check_feature_map, conv_bn_prelu
 from .guided_channel import GuidedChannelAttention
 from .guided_non_local import GuidedNonLocal
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..ops import guided_channel_attention
 from ..ops.guided_attention import COMBINE_MODES, STABILIZE_MODES
-from ._common import add_gamma, check_feature_map, check_options, match_guide
+from .layers import add_gamma, check_feature_map, check_options, match_guide
 
 GRAM_NORMALIZATIONS = ("none", "positions")
 

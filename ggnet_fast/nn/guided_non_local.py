@@ -6,7 +6,7 @@ from torch import nn
 
 from ..ops import guided_spatial_attention
 from ..ops.guided_attention import SPATIAL_COMBINE_MODES
-from ._common import add_gamma, check_feature_map, check_options, match_guide, positions_major
+from .layers import add_gamma, check_feature_map, check_options, match_guide, positions_major
 
 
 class GuidedNonLocal(nn.Module):

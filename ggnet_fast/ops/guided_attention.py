@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..backends import registry
-from ._checks import check_choice, check_dim, check_same, check_tensor, resolve_out_dtype
+from .checks import check_choice, check_dim, check_same, check_tensor, resolve_out_dtype
 
 COMBINE_MODES = ("product", "matmul")
 #: The spatial operator also has the joint softmax (docs/kernels.md, "Joint softmax").

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..data.config import DataConfig, migrate_legacy_keys
 from ..fileio import atomic_write_text, read_run_config
 from ..models.presets import preset
+from ..nn.layers import check_options
 
 SCHEDULES = ("epochs", "iterations")
 # Settings of one invocation, never saved with the run (a step limit is not a property of
@@ -94,6 +95,7 @@ class TrainConfig(DataConfig):
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        check_options(backend=self.backend)
         self._validate_model_and_loss()
         return self
 
@@ -118,7 +120,7 @@ class TrainConfig(DataConfig):
 
         try:
             resolve_config(self.preset, self.variant, self.backbone, self.ggb_stride,
-                           self.backend, **self.model_overrides)
+                           **self.model_overrides)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid model setting: {exc}") from exc
         try:

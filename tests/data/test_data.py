@@ -260,3 +260,24 @@ def test_busi_names_in_natural_order(tmp_path):
     assert ds.names == [f"{cls}/{cls} ({i})" for cls in ("benign", "malignant")
                         for i in (1, 2, 3, 10, 21)]
     assert [len(m) for _, m, _ in ds.items] == [1, 1, 1, 2, 1] * 2
+
+
+@pytest.mark.parametrize("module", ["ggnet_fast.data", "ggnet_fast.metrics", "ggnet_fast.crf"])
+def test_data_and_metrics_import_no_kernels(module):
+    """A data script or a metrics notebook does not pay for torch, Triton or the compiled
+    kernels: importing these modules loads none of them (the transforms, which need torch,
+    load on first use)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {module}\n"
+            "print(' '.join(m for m in ('torch', 'torchvision', 'triton', 'ggnet_fast._C')\n"
+            "               if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [], f"import {module} loaded {out}"
+    if module == "ggnet_fast.data":
+        code = "import ggnet_fast.data as d; print(d.TrainingView.__module__)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == "ggnet_fast.data.transforms"

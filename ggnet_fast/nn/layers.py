@@ -1,4 +1,6 @@
-"""Small helpers shared by the guided attention modules."""
+"""The building blocks every module of the package shares (public, like smp's
+``base/modules.py``): input checks of feature maps and module options, the guidance
+resize, the residual weight gamma, the positions-major view and conv-BN-activation units."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends.registry import registered_backends
-from ..ops._checks import FLOAT_DTYPES, check_choice
+from ..ops.checks import FLOAT_DTYPES, check_choice
 
 RESIDUAL_MODES = ("learnable", "fixed")
 
@@ -81,9 +83,24 @@ def positions_major(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def conv_bn_prelu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
+def conv_bn_act(in_ch: int, out_ch: int, kernel_size: int, act: str = "prelu") -> nn.Sequential:
+    """Conv (``kernel_size``, same padding, no bias), BatchNorm, then ``act`` ("prelu" or
+    "relu"): ``[B, in_ch, H, W]`` -> ``[B, out_ch, H, W]``."""
+    acts = {"prelu": nn.PReLU, "relu": nn.ReLU}
+    if act not in acts:
+        raise ValueError(f"act must be one of {list(acts)}, got {act!r}")
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_ch),
-        nn.PReLU(),
+        acts[act](),
     )
+
+
+def conv_bn_prelu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
+    """:func:`conv_bn_act` with PReLU (the guidance block's unit)."""
+    return conv_bn_act(in_ch, out_ch, kernel_size, "prelu")
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
+    """:func:`conv_bn_act` with ReLU (the decoder's unit)."""
+    return conv_bn_act(in_ch, out_ch, kernel_size, "relu")
