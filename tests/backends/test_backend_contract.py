@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import contract as C
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
-from ggnet_fast.backends import (Backend, get_backend, record_dispatch, registered_backends,
+from ggnet_fast.backends import (Backend, get_backend, record_dispatch, registered_backends, registry,
                                  unavailable_reason)
 
 BACKENDS = registered_backends()
@@ -43,10 +43,7 @@ def backend_on(name: str, device: str) -> Backend:
 
 def require(name, impl, op, device, dtype, **options):
     """Skip unless ``impl`` accepts this call (skipped with the backend's own reason)."""
-    shape = options.pop("shape", {})
-    opts = {"combine": "product", "stabilize": None, "scale": None, "out_dtype": dtype,
-            "shape": shape, **options}
-    why = impl.unsupported(op, device, dtype, opts)
+    why = impl.unsupported(op, device, dtype, registry.call_options(dtype, **options))
     if why is not None:
         pytest.skip(f"{name} declines: {why}")
 
