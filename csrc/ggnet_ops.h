@@ -55,19 +55,18 @@ struct NoAutocast {
 };
 
 // Shape/dtype/device checks shared by every device's spatial kernels.
-void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi,
-                          const at::Tensor& eta, const at::Tensor& rho,
-                          const at::Tensor& mu);
+void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+                          const at::Tensor& rho, const at::Tensor& mu);
 
 // check_spatial_inputs plus the shapes of joint_bwd's grad_o, o ([B, N, C]) and lse ([B, N]).
-void check_joint_bwd_args(const at::Tensor& grad_o, const at::Tensor& theta,
-                          const at::Tensor& phi, const at::Tensor& eta, const at::Tensor& rho,
-                          const at::Tensor& mu, const at::Tensor& o, const at::Tensor& lse);
+void check_joint_bwd_args(const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
+                          const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu,
+                          const at::Tensor& o, const at::Tensor& lse);
 
 // The channel operator's options after check_channel_args.
 struct ChannelMode {
-  bool matmul;      // combine == "matmul" (else "product")
-  bool max_minus;   // stabilize == "max-minus" (else None)
+  bool matmul;     // combine == "matmul" (else "product")
+  bool max_minus;  // stabilize == "max-minus" (else None)
   std::optional<double> scale;
 };
 

@@ -18,8 +18,8 @@ void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi, const 
   const std::pair<const char*, const at::Tensor*> named[] = {
       {"theta", &theta}, {"phi", &phi}, {"eta", &eta}, {"rho", &rho}, {"mu", &mu}};
   for (const auto& [name, t] : named) {
-    TORCH_CHECK_VALUE(t->dim() == 3, "ggnet_fast::spatial: ", name,
-                      " must be 3-D [B, N, *], got ", t->sizes());
+    TORCH_CHECK_VALUE(t->dim() == 3, "ggnet_fast::spatial: ", name, " must be 3-D [B, N, *], got ",
+                      t->sizes());
     TORCH_CHECK_TYPE(t->scalar_type() == theta.scalar_type(), "ggnet_fast::spatial: ", name,
                      " has dtype ", t->scalar_type(), " but theta has ", theta.scalar_type());
     TORCH_CHECK_TYPE(at::isFloatingType(t->scalar_type()), "ggnet_fast::spatial: ", name,
@@ -27,8 +27,9 @@ void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi, const 
     TORCH_CHECK_VALUE(t->device() == theta.device(), "ggnet_fast::spatial: ", name, " is on ",
                       t->device(), " but theta is on ", theta.device());
     TORCH_CHECK_VALUE(t->sym_size(0) == theta.sym_size(0) && t->sym_size(1) == theta.sym_size(1),
-                      "ggnet_fast::spatial: ", name, " must have theta's [B, N] = ",
-                      theta.sym_sizes().slice(0, 2), ", got ", t->sym_sizes());
+                      "ggnet_fast::spatial: ", name,
+                      " must have theta's [B, N] = ", theta.sym_sizes().slice(0, 2), ", got ",
+                      t->sym_sizes());
   }
   TORCH_CHECK_VALUE(phi.sym_size(2) == theta.sym_size(2),
                     "ggnet_fast::spatial: phi must have theta's d");
@@ -38,9 +39,9 @@ void check_spatial_inputs(const at::Tensor& theta, const at::Tensor& phi, const 
                     "ggnet_fast::spatial: inputs must not be empty");
 }
 
-void check_joint_bwd_args(const at::Tensor& grad_o, const at::Tensor& theta,
-                          const at::Tensor& phi, const at::Tensor& eta, const at::Tensor& rho,
-                          const at::Tensor& mu, const at::Tensor& o, const at::Tensor& lse) {
+void check_joint_bwd_args(const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
+                          const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu,
+                          const at::Tensor& o, const at::Tensor& lse) {
   check_spatial_inputs(theta, phi, eta, rho, mu);
   TORCH_CHECK_VALUE(grad_o.sizes() == mu.sizes(), "joint_bwd: grad_o must have mu's shape");
   TORCH_CHECK_VALUE(o.sizes() == mu.sizes(), "joint_bwd: o must have mu's shape");
@@ -87,9 +88,8 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_meta(const at::Tensor& theta, con
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_bwd_meta(
-    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
-    const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o,
-    const at::Tensor& stats) {
+    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+    const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o, const at::Tensor& stats) {
   check_spatial_inputs(theta, phi, eta, rho, mu);
   auto like = [](const at::Tensor& t) {
     return at::empty_symint(t.sym_sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
@@ -149,13 +149,12 @@ class StreamingFunction : public torch::autograd::Function<StreamingFunction<Ops
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow(Ops::bwd, "")
-                         .template typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                                    at::Tensor>(
-                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                             const at::Tensor&, const at::Tensor&)>();
+    static auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow(Ops::bwd, "")
+            .template typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+                const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
     const auto s = ctx->get_saved_variables();
     auto [dth, dph, det, drh, dmu] = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
     return {dth, dph, det, drh, dmu};
@@ -170,7 +169,8 @@ at::Tensor with_autograd(const at::Tensor& theta, const at::Tensor& phi, const a
 
 // ---------------------------------------------------------------- channel (ATen calls)
 // Row softmaxes of the two Gram matrices and their combination M (before stabilisation).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_maps(const at::Tensor& y, const at::Tensor& g,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_maps(const at::Tensor& y,
+                                                            const at::Tensor& g,
                                                             const ChannelMode& mode) {
   const double s = mode.scale.value_or(1.0);
   const at::Tensor a = at::bmm(y, y.transpose(1, 2)).mul_(s);
@@ -215,7 +215,7 @@ std::tuple<at::Tensor, at::Tensor> channel_bwd_composite(
   const auto acc = acc_type(y.scalar_type());
   const at::Tensor yc = y.to(acc), gc = g.to(acc), go = grad_out.to(acc);
   const at::Tensor q = at::softmax(stabilized(m, mode), -1);
-  at::Tensor dy = at::bmm(q.transpose(1, 2), go);                  // through Q @ Y
+  at::Tensor dy = at::bmm(q.transpose(1, 2), go);                    // through Q @ Y
   at::Tensor dmm = softmax_bwd(q, at::bmm(go, yc.transpose(1, 2)));  // d(logits of Q)
   at::Tensor dm;
   if (mode.max_minus) {
@@ -265,13 +265,13 @@ class ChannelFunction : public torch::autograd::Function<ChannelFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("ggnet_fast::channel_bwd", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(
-                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                             c10::string_view, std::optional<c10::string_view>,
-                             std::optional<double>)>();
+    static auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("ggnet_fast::channel_bwd", "")
+            .typed<std::tuple<at::Tensor, at::Tensor>(
+                const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                const at::Tensor&, const at::Tensor&, c10::string_view,
+                std::optional<c10::string_view>, std::optional<double>)>();
     const auto s = ctx->get_saved_variables();
     const std::string combine = ctx->saved_data["combine"].toStringRef();
     const c10::IValue& stab_iv = ctx->saved_data["stabilize"];
@@ -287,7 +287,8 @@ class ChannelFunction : public torch::autograd::Function<ChannelFunction> {
 };
 
 at::Tensor channel_autograd(const at::Tensor& y, const at::Tensor& g, c10::string_view combine,
-                            std::optional<c10::string_view> stabilize, std::optional<double> scale) {
+                            std::optional<c10::string_view> stabilize,
+                            std::optional<double> scale) {
   return ChannelFunction::apply(y, g, combine, stabilize, scale);
 }
 
@@ -296,20 +297,26 @@ at::Tensor channel_autograd(const at::Tensor& y, const at::Tensor& g, c10::strin
 
 TORCH_LIBRARY(ggnet_fast, m) {
   m.def("spatial(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) -> Tensor");
-  m.def("spatial_fwd(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) "
-        "-> (Tensor, Tensor)");
-  m.def("spatial_bwd(Tensor grad_o, Tensor theta, Tensor phi, Tensor eta, Tensor rho, "
-        "Tensor mu, Tensor o, Tensor stats) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "spatial_fwd(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "spatial_bwd(Tensor grad_o, Tensor theta, Tensor phi, Tensor eta, Tensor rho, "
+      "Tensor mu, Tensor o, Tensor stats) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("joint(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) -> Tensor");
-  m.def("joint_fwd(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) "
-        "-> (Tensor, Tensor)");
-  m.def("joint_bwd(Tensor grad_o, Tensor theta, Tensor phi, Tensor eta, Tensor rho, "
-        "Tensor mu, Tensor o, Tensor lse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "joint_fwd(Tensor theta, Tensor phi, Tensor eta, Tensor rho, Tensor mu) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "joint_bwd(Tensor grad_o, Tensor theta, Tensor phi, Tensor eta, Tensor rho, "
+      "Tensor mu, Tensor o, Tensor lse) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("channel(Tensor y, Tensor g, str combine, str? stabilize, float? scale) -> Tensor");
-  m.def("channel_fwd(Tensor y, Tensor g, str combine, str? stabilize, float? scale) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("channel_bwd(Tensor grad_out, Tensor y, Tensor g, Tensor sz, Tensor sg, Tensor m, "
-        "str combine, str? stabilize, float? scale) -> (Tensor, Tensor)");
+  m.def(
+      "channel_fwd(Tensor y, Tensor g, str combine, str? stabilize, float? scale) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "channel_bwd(Tensor grad_out, Tensor y, Tensor g, Tensor sz, Tensor sg, Tensor m, "
+      "str combine, str? stabilize, float? scale) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ggnet_fast, Meta, m) {

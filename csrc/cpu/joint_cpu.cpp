@@ -132,11 +132,11 @@ void joint_backward_impl(const at::Tensor& go, const at::Tensor& q, const at::Te
           scores(gemm, ts, qbt, kbt, q0, nq, k0, nk);  // s = q k^T
           scores(gemm, td, gob, mub, q0, nq, k0, nk);  // dp = do mu^T
           joint_bwd_tile(ts.data_ptr<T>(), td.data_ptr<T>(), nq, nk, lse_p + b * n + q0,
-                         d_p + b * n + q0);          // ts <- W, td <- dz
+                         d_p + b * n + q0);  // ts <- W, td <- dz
           at::Tensor kmk = km.narrow(0, k0, nk), kkk = kk.narrow(0, k0, nk);
-          gemm(kmk, ts.t(), goq, /*accumulate=*/true);                   // dmu += W^T do
-          gemm(dqq, td, kbt.narrow(0, k0, nk), /*accumulate=*/true);     // dq += dz k
-          gemm(kkk, td.t(), qq, /*accumulate=*/true);                    // dk += dz^T q
+          gemm(kmk, ts.t(), goq, /*accumulate=*/true);                // dmu += W^T do
+          gemm(dqq, td, kbt.narrow(0, k0, nk), /*accumulate=*/true);  // dq += dz k
+          gemm(kkk, td.t(), qq, /*accumulate=*/true);                 // dk += dz^T q
         }
       }
     }
@@ -156,16 +156,14 @@ std::tuple<at::Tensor, at::Tensor> joint_fwd_cpu(const at::Tensor& theta, const 
                    m = to_acc(mu, acc);
   at::Tensor o = at::empty({q.size(0), q.size(1), m.size(2)}, q.options());
   at::Tensor lse = at::empty({q.size(0), q.size(1)}, q.options());
-  AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::joint_fwd", [&] {
-    joint_forward_impl<scalar_t>(q, k, m, o, lse);
-  });
+  AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::joint_fwd",
+                             [&] { joint_forward_impl<scalar_t>(q, k, m, o, lse); });
   return {o, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> joint_bwd_cpu(
-    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
-    const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o,
-    const at::Tensor& lse) {
+    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+    const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o, const at::Tensor& lse) {
   check_joint_bwd_args(grad_o, theta, phi, eta, rho, mu, o, lse);
   const auto acc = acc_type(theta.scalar_type());
   const at::Tensor q = concat_acc(theta, eta, acc), k = concat_acc(phi, rho, acc),
@@ -179,8 +177,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> joint_bwd
   const auto part = [](const at::Tensor& x, int64_t start, int64_t len, const at::Tensor& like) {
     return x.narrow(2, start, len).to(like.scalar_type()).contiguous();
   };
-  return {part(dq, 0, d, theta), part(dk, 0, d, phi), part(dq, d, dg, eta),
-          part(dk, d, dg, rho), dmu.to(mu.scalar_type())};
+  return {part(dq, 0, d, theta), part(dk, 0, d, phi), part(dq, d, dg, eta), part(dk, d, dg, rho),
+          dmu.to(mu.scalar_type())};
 }
 
 }  // namespace

@@ -140,10 +140,8 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
     std::vector<T> r(blk.bq), r_sink(blk.bq);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / groups, g = task % groups;
-      const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b],
-                       gob = go[b];
-      at::Tensor kph = g == 0 ? dph[b] : ws_ph[b][g - 1],
-                 krh = g == 0 ? drh[b] : ws_rh[b][g - 1],
+      const at::Tensor thb = th[b], phb = ph[b], etb = et[b], rhb = rh[b], mub = mu[b], gob = go[b];
+      at::Tensor kph = g == 0 ? dph[b] : ws_ph[b][g - 1], krh = g == 0 ? drh[b] : ws_rh[b][g - 1],
                  kmu = g == 0 ? dmu[b] : ws_mu[b][g - 1];
       for (int64_t qb = g * blk.nqb / groups; qb < (g + 1) * blk.nqb / groups; ++qb) {
         const int64_t q0 = blk.q0(qb), nq = blk.nq(qb);
@@ -160,15 +158,15 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
           scores(gemm, ta, thb, phb, q0, nq, k0, nk);
           scores(gemm, tb, etb, rhb, q0, nq, k0, nk);
           scores(gemm, td, gob, mub, q0, nq, k0, nk);
-          bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll,
-                      dd, r_out);
+          bwd_prepare(ta.data_ptr<T>(), tb.data_ptr<T>(), td.data_ptr<T>(), nq, nk, la, lb, ll, dd,
+                      r_out);
         };
         // R pass: R_i = sum_j p_ij dp_ij over all keys.
         std::fill(r.begin(), r.end(), T(0));
         for (int64_t kb = 0; kb < blk.nkb; ++kb) {
           const int64_t nk = blk.nk(kb);
-          prepare(tile_view(sa, nq, nk), tile_view(sb, nq, nk), tile_view(sd, nq, nk),
-                  blk.k0(kb), nk, r.data());
+          prepare(tile_view(sa, nq, nk), tile_view(sb, nq, nk), tile_view(sd, nq, nk), blk.k0(kb),
+                  nk, r.data());
         }
         // Gradient pass: with one key block (a whole row strip) the tiles still hold the
         // prepared values; otherwise they are recomputed.
@@ -196,10 +194,8 @@ void spatial_backward_impl(const at::Tensor& go, const at::Tensor& th, const at:
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& theta,
-                                                   const at::Tensor& phi,
-                                                   const at::Tensor& eta,
-                                                   const at::Tensor& rho,
+std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& theta, const at::Tensor& phi,
+                                                   const at::Tensor& eta, const at::Tensor& rho,
                                                    const at::Tensor& mu) {
   check_spatial_inputs(theta, phi, eta, rho, mu);
   const auto acc = acc_type(theta.scalar_type());
@@ -207,16 +203,14 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& theta,
                    rh = to_acc(rho, acc), m = to_acc(mu, acc);
   at::Tensor o = at::empty({th.size(0), th.size(1), m.size(2)}, th.options());
   at::Tensor stats = at::empty({th.size(0), 3, th.size(1)}, th.options());
-  AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::spatial_fwd", [&] {
-    spatial_forward_impl<scalar_t>(th, ph, et, rh, m, o, stats);
-  });
+  AT_DISPATCH_FLOATING_TYPES(acc, "ggnet_fast::spatial_fwd",
+                             [&] { spatial_forward_impl<scalar_t>(th, ph, et, rh, m, o, stats); });
   return {o, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cpu(
-    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
-    const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o,
-    const at::Tensor& stats) {
+    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+    const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o, const at::Tensor& stats) {
   check_spatial_inputs(theta, phi, eta, rho, mu);
   TORCH_CHECK(grad_o.sizes() == mu.sizes(), "spatial_bwd: grad_o must have mu's shape");
   TORCH_CHECK(o.sizes() == mu.sizes(), "spatial_bwd: o must have mu's shape");
@@ -244,9 +238,7 @@ std::string spatial_cpu_gemm(const at::Tensor& theta) {
   return TileGemm(acc_type(theta.scalar_type())).uses_onednn() ? "onednn" : "blas";
 }
 
-TORCH_LIBRARY_FRAGMENT(ggnet_fast, m) {
-  m.def("spatial_cpu_gemm(Tensor theta) -> str");
-}
+TORCH_LIBRARY_FRAGMENT(ggnet_fast, m) { m.def("spatial_cpu_gemm(Tensor theta) -> str"); }
 
 TORCH_LIBRARY_IMPL(ggnet_fast, CPU, m) {
   m.impl("spatial_cpu_gemm", &spatial_cpu_gemm);

@@ -82,7 +82,7 @@ std::string gemm_env() {
 TileGemm::TileGemm(at::ScalarType dtype) {
   const std::string choice = gemm_env();
   TORCH_CHECK_VALUE(choice.empty() || choice == "auto" || choice == "onednn" || choice == "blas",
-              "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
+                    "GGNET_CPU_GEMM must be 'auto', 'onednn' or 'blas', got '", choice, "'");
   if (choice == "blas" || dtype != at::kFloat) return;
   if (choice != "onednn") {
 #if !(defined(__x86_64__) || defined(_M_X64))

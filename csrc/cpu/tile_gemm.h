@@ -29,15 +29,14 @@ class TileGemm {
 
   // out (+)= a @ b.  a: [m, k], b: [k, n], out: [m, n]; any strides with a unit stride
   // in one dimension; out must not alias a or b.
-  void operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
-                  bool accumulate) const;
+  void operator()(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) const;
 
   bool uses_onednn() const { return onednn_ != nullptr; }
 
   // at::native::mkldnn_matmul(mat1, mat2, result, beta, alpha):
   //   result = beta * result + alpha * mat1 @ mat2.
-  using MkldnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                float, float);
+  using MkldnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
+                                float);
 
  private:
   MkldnnMatmul onednn_ = nullptr;  // nullptr: ATen BLAS

@@ -14,20 +14,19 @@ void lse_update(const double* a, std::int64_t nq, std::int64_t nk, double* m, do
 }
 
 GGNET_MULTIVERSION
-void fwd_weights(float* a, const float* b, std::int64_t nq, std::int64_t nk,
-                 const float* lse_a, const float* lse_b, float* esum) {
+void fwd_weights(float* a, const float* b, std::int64_t nq, std::int64_t nk, const float* lse_a,
+                 const float* lse_b, float* esum) {
   fwd_weights_impl(a, b, nq, nk, lse_a, lse_b, esum);
 }
 
-void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk,
-                 const double* lse_a, const double* lse_b, double* esum) {
+void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk, const double* lse_a,
+                 const double* lse_b, double* esum) {
   fwd_weights_impl(a, b, nq, nk, lse_a, lse_b, esum);
 }
 
 GGNET_MULTIVERSION
 void bwd_prepare(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
-                 const float* lse_a, const float* lse_b, const float* L, const float* D,
-                 float* R) {
+                 const float* lse_a, const float* lse_b, const float* L, const float* D, float* R) {
   bwd_prepare_impl(a, b, ds, nq, nk, lse_a, lse_b, L, D, R);
 }
 
@@ -38,19 +37,18 @@ void bwd_prepare(double* a, double* b, double* ds, std::int64_t nq, std::int64_t
 }
 
 GGNET_MULTIVERSION
-void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
-                const float* L, const float* R) {
+void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk, const float* L,
+                const float* R) {
   bwd_finish_impl(a, b, ds, nq, nk, L, R);
 }
 
-void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
-                const double* L, const double* R) {
+void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk, const double* L,
+                const double* R) {
   bwd_finish_impl(a, b, ds, nq, nk, L, R);
 }
 
 GGNET_MULTIVERSION
-void joint_fwd_block(float* s, std::int64_t nq, std::int64_t nk, float* m, float* l,
-                     float* alpha) {
+void joint_fwd_block(float* s, std::int64_t nq, std::int64_t nk, float* m, float* l, float* alpha) {
   joint_fwd_block_impl(s, nq, nk, m, l, alpha);
 }
 

@@ -130,8 +130,7 @@ GGNET_INLINE void fwd_weights_impl(T* a, const T* b, std::int64_t nq, std::int64
 //   Out: a <- Sx, b <- Sg, ds <- dp, and R_i += sum_j p_ij dp_ij.
 template <typename T>
 GGNET_INLINE void bwd_prepare_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64_t nk,
-                                   const T* lse_a, const T* lse_b, const T* L, const T* D,
-                                   T* R) {
+                                   const T* lse_a, const T* lse_b, const T* L, const T* D, T* R) {
   for (std::int64_t i = 0; i < nq; ++i) {
     T* ra = a + i * nk;
     T* rb = b + i * nk;
@@ -156,8 +155,8 @@ GGNET_INLINE void bwd_prepare_impl(T* a, T* b, T* ds, std::int64_t nq, std::int6
 // bwd_finish -- in: the output of bwd_prepare and the complete R.
 //   Out: a <- da, b <- db, ds <- s (the weights of dmu = s^T do).
 template <typename T>
-GGNET_INLINE void bwd_finish_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64_t nk,
-                                  const T* L, const T* R) {
+GGNET_INLINE void bwd_finish_impl(T* a, T* b, T* ds, std::int64_t nq, std::int64_t nk, const T* L,
+                                  const T* R) {
   for (std::int64_t i = 0; i < nq; ++i) {
     T* ra = a + i * nk;
     T* rb = b + i * nk;
@@ -202,8 +201,8 @@ GGNET_INLINE void joint_fwd_block_impl(T* s, std::int64_t nq, std::int64_t nk, T
 // joint_bwd_tile -- in: s (scores), dp = do . mu; per-row lse and D_i = do_i . o_i.
 //   Out: s <- W = exp(s - lse), dp <- dz = W (dp - D).
 template <typename T>
-GGNET_INLINE void joint_bwd_tile_impl(T* s, T* dp, std::int64_t nq, std::int64_t nk,
-                                      const T* lse, const T* D) {
+GGNET_INLINE void joint_bwd_tile_impl(T* s, T* dp, std::int64_t nq, std::int64_t nk, const T* lse,
+                                      const T* D) {
   for (std::int64_t i = 0; i < nq; ++i) {
     T* rs = s + i * nk;
     T* rd = dp + i * nk;
@@ -220,23 +219,21 @@ GGNET_INLINE void joint_bwd_tile_impl(T* s, T* dp, std::int64_t nq, std::int64_t
 // Multiversioned float32 entry points and plain float64 ones (defined in tile_math.cpp).
 void lse_update(const float* a, std::int64_t nq, std::int64_t nk, float* m, float* s);
 void lse_update(const double* a, std::int64_t nq, std::int64_t nk, double* m, double* s);
-void fwd_weights(float* a, const float* b, std::int64_t nq, std::int64_t nk,
-                 const float* lse_a, const float* lse_b, float* esum);
-void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk,
-                 const double* lse_a, const double* lse_b, double* esum);
+void fwd_weights(float* a, const float* b, std::int64_t nq, std::int64_t nk, const float* lse_a,
+                 const float* lse_b, float* esum);
+void fwd_weights(double* a, const double* b, std::int64_t nq, std::int64_t nk, const double* lse_a,
+                 const double* lse_b, double* esum);
 void bwd_prepare(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
-                 const float* lse_a, const float* lse_b, const float* L, const float* D,
-                 float* R);
+                 const float* lse_a, const float* lse_b, const float* L, const float* D, float* R);
 void bwd_prepare(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
                  const double* lse_a, const double* lse_b, const double* L, const double* D,
                  double* R);
-void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk,
-                const float* L, const float* R);
-void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk,
-                const double* L, const double* R);
+void bwd_finish(float* a, float* b, float* ds, std::int64_t nq, std::int64_t nk, const float* L,
+                const float* R);
+void bwd_finish(double* a, double* b, double* ds, std::int64_t nq, std::int64_t nk, const double* L,
+                const double* R);
 
-void joint_fwd_block(float* s, std::int64_t nq, std::int64_t nk, float* m, float* l,
-                     float* alpha);
+void joint_fwd_block(float* s, std::int64_t nq, std::int64_t nk, float* m, float* l, float* alpha);
 void joint_fwd_block(double* s, std::int64_t nq, std::int64_t nk, double* m, double* l,
                      double* alpha);
 void joint_bwd_tile(float* s, float* dp, std::int64_t nq, std::int64_t nk, const float* lse,

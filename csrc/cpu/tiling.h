@@ -64,13 +64,11 @@ inline at::Tensor tile_view(const at::Tensor& scratch, int64_t rows, int64_t col
 }
 
 // out = x[q0:q0+nq] @ y[k0:k0+nk]^T  (scores of one tile)
-inline void scores(const TileGemm& gemm, at::Tensor& out, const at::Tensor& x,
-                   const at::Tensor& y, int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
+inline void scores(const TileGemm& gemm, at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
+                   int64_t q0, int64_t nq, int64_t k0, int64_t nk) {
   gemm(out, x.narrow(0, q0, nq), y.narrow(0, k0, nk).t(), /*accumulate=*/false);
 }
 
-inline at::Tensor to_acc(const at::Tensor& x, at::ScalarType acc) {
-  return x.to(acc).contiguous();
-}
+inline at::Tensor to_acc(const at::Tensor& x, at::ScalarType acc) { return x.to(acc).contiguous(); }
 
 }  // namespace ggnet::cpu

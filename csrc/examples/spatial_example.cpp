@@ -2,8 +2,9 @@
 // ggnet_fast::spatial and ggnet_fast::channel operators through the dispatcher, checks the
 // spatial forward and gradients against a plain ATen formula, and prints "OK".
 //
-//   cmake -S . -B build -DCMAKE_PREFIX_PATH="$(python -c 'import torch;print(torch.utils.cmake_prefix_path)')"
-//   cmake --build build -j2 && ./build/ggnet_spatial_example
+//   cmake -S . -B build -DCMAKE_PREFIX_PATH="$(python -c 'import
+//   torch;print(torch.utils.cmake_prefix_path)')" cmake --build build -j2 &&
+//   ./build/ggnet_spatial_example
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -53,11 +54,11 @@ int main() {
   double worst = fwd;
   for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, max_rel(g[i], gr[i]));
 
-  static auto channel = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("ggnet_fast::channel", "")
-                            .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                              c10::string_view, std::optional<c10::string_view>,
-                                              std::optional<double>)>();
+  static auto channel =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("ggnet_fast::channel", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view,
+                            std::optional<c10::string_view>, std::optional<double>)>();
   const at::Tensor y = at::randn({b, c, n}, at::kFloat);
   const at::Tensor z = channel.call(y, y, "product", std::nullopt, std::nullopt);
 
