@@ -35,7 +35,7 @@ class _Residual(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-        return self.gamma * self.attention(x) + x
+        return x + self.gamma * self.attention(x)  # x first: x's memory format
 
 
 class NonLocalBlock(_Residual):

@@ -92,7 +92,7 @@ class GuidedChannelAttention(nn.Module):
         return out.reshape(b, c, h, w)
 
     def forward(self, y: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        return self.gamma * self.attention(y, guide) + y
+        return y + self.gamma * self.attention(y, guide)  # y first: y's memory format
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, guide_channels={self.guide_channels}, "

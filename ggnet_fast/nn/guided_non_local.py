@@ -104,7 +104,9 @@ class GuidedNonLocal(nn.Module):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        return self.gamma * self.attention(x, guide) + x
+        # x first: the sum takes x's memory format (the attention output is channels-last
+        # whatever x is), so the next layer sees the layout it would without the block.
+        return x + self.gamma * self.attention(x, guide)
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, guide_channels={self.guide_channels}, "

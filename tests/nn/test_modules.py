@@ -159,3 +159,18 @@ def test_bad_options_are_refused_when_the_module_is_built(module, kwargs, name):
         module(8, 4, **kwargs)
     with pytest.raises(TypeError, match="backend must be a string"):
         module(8, 4, backend=None)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "nhwc"])
+def test_blocks_keep_the_input_memory_format(memory_format):
+    """A block returns its input's layout (the attention output itself is channels-last):
+    the layer after it picks the kernel it would without the block, so a gamma = 0 block
+    leaves a network's output bit-identical."""
+    x = torch.randn(2, 8, 5, 7).contiguous(memory_format=memory_format)
+    g = torch.randn(2, 6, 5, 7).contiguous(memory_format=memory_format)
+    for block in (GuidedNonLocal(8, 6, backend="reference"),
+                  GuidedChannelAttention(8, 6, backend="reference")):
+        y = block(x, g)
+        assert y.is_contiguous(memory_format=memory_format), type(block).__name__
+        assert torch.equal(y, x)  # gamma = 0 at initialisation
