@@ -123,6 +123,7 @@ ext_modules, cmdclass = _extensions()
 # Optional extras, pinned to versions the package registry serves (checked 2026-12-07).
 INTEGRATIONS = ["segmentation-models-pytorch==0.6.0", "timm==1.0.31"]   # ggnet_fast.integrations
 EXPORT = ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"]   # ggnet export
+LINT = ["ruff==0.17.6", "clang-format==23.1.5"]                         # .ci/run's checks
 
 setup(
     name="ggnet_fast",
@@ -160,9 +161,11 @@ setup(
             "matplotlib>=3.7",
             *INTEGRATIONS,         # the retrofit and export tests run in CI
             *EXPORT,
+            *LINT,
         ],
         "integrations": INTEGRATIONS,
         "export": EXPORT,
+        "lint": LINT,
     },
     entry_points={"console_scripts": ["ggnet=ggnet_fast.cli:main"]},
     ext_modules=ext_modules,
