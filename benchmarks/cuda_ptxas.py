@@ -21,14 +21,15 @@ import subprocess
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SOURCES = ("spatial_fwd.cu", "spatial_bwd.cu", "channel.cu")
+SOURCES = ("spatial_fwd_scalar.cu", "spatial_fwd_tc.cu", "spatial_bwd_scalar.cu",
+           "spatial_bwd_tc.cu", "channel.cu")
 NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math"]
 
 #: Register file and shared memory of one SM (sm_80: A100, sm_90: H100/H200).
 SM_LIMITS = {"80": {"regs": 65536, "smem": 164 * 1024, "max_warps": 64},
              "90": {"regs": 65536, "smem": 228 * 1024, "max_warps": 64}}
 
-#: Warps per block of the tensor-core forward (wmma_tiles.cuh kWarps).
+#: Warps per block of the tensor-core forward (spatial_fwd_tc.cu kWarps).
 WMMA_WARPS = 8
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+)'")
@@ -113,7 +114,7 @@ def compile_report(arch: str, nvcc: str | None = None) -> list[dict]:
 
 
 def wmma_forward_smem(d: int, dg: int, c: int, stats: bool, elem: int = 2) -> int:
-    """Dynamic shared memory (bytes) of ``spatial_wmma_kernel`` (wmma_tiles.cuh ``Layout``,
+    """Dynamic shared memory (bytes) of ``spatial_wmma_kernel`` (spatial_fwd_tc.cu ``Layout``,
     written out again here because the launcher computes it at run time)."""
     pad16 = lambda x: (x + 15) // 16 * 16  # noqa: E731
     al = lambda b: (b + 127) // 128 * 128  # noqa: E731

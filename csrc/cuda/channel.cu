@@ -85,15 +85,15 @@ __global__ void __launch_bounds__(kRowThreads)
 
 cudaError_t channel_softmaxes(const float* a, const float* b, float* sz, float* sg, float* m,
                               int64_t batch, int64_t c, cudaStream_t stream) {
-  channel_softmax_kernel<<<static_cast<unsigned>(batch * c), kRowThreads, 0, stream>>>(a, b, sz,
-                                                                                      sg, m, c);
+  channel_softmax_kernel<<<static_cast<unsigned>(batch * c), kRowThreads, 0, stream>>>(a, b, sz, sg,
+                                                                                       m, c);
   return cudaGetLastError();
 }
 
 cudaError_t channel_outer(const float* m, float* e, float* lsum, bool max_minus, int64_t batch,
                           int64_t c, cudaStream_t stream) {
-  channel_outer_kernel<<<static_cast<unsigned>(batch * c), kRowThreads, 0, stream>>>(
-      m, e, lsum, max_minus, c);
+  channel_outer_kernel<<<static_cast<unsigned>(batch * c), kRowThreads, 0, stream>>>(m, e, lsum,
+                                                                                     max_minus, c);
   return cudaGetLastError();
 }
 

@@ -1,14 +1,15 @@
 // Plain C++ interface of the CUDA kernels (no torch headers on either side).
 //
 // csrc/cuda/ops_cuda.cpp checks the tensors, makes them contiguous, allocates the
-// float32 outputs/workspaces and calls these launchers on the current stream; the .cu
-// files implement them on raw pointers.  Layouts (all row-major, contiguous, batch-major):
+// float32 outputs/workspaces, fills one SpatialParams and calls these launchers on the
+// current stream; the .cu files implement them on raw pointers.  Layouts (all row-major,
+// contiguous, batch-major):
 //
-//   theta, phi [B, N, d]   eta, rho [B, N, dg]   mu [B, N, C]   (dtype `dt`)
+//   theta, phi [B, N, d]   eta, rho [B, N, dg]   mu [B, N, C]   (dtype `dtype`)
 //   stats      [B, 3, N] float32: lse_a, lse_b, L = N + sum_j expm1(p_ij)
 //   o, grad_o  [B, N, C] float32          musum [B, C] float32 (sum_j mu_j)
 //   dvec, rvec [B, N]    float32: D_i = grad_o_i . o_i and R_i = sum_j p_ij dp_ij
-//   dtheta.. dmu: float32 accumulators with the inputs' shapes, zero on entry.
+//   dtheta.. dmu: float32 with the inputs' shapes.
 //
 // Every launcher returns the cudaError_t of its launches (cudaSuccess when all started).
 #pragma once
@@ -21,53 +22,86 @@ namespace ggnet::cuda {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
-// The sizes of one spatial problem, the only way sizes travel from ops_cuda.cpp to the
-// launchers and on, by value, to every kernel.  Build it with make_spatial_sizes(): the
-// padded sizes are those of the tensor-core operands (n rounded up to 64 rows, the
-// feature widths d, dg, c rounded up to 16).
+// The sizes of one spatial problem.  Build it with make_spatial_sizes(): the padded
+// sizes are those of the tensor-core operands (n rounded up to 64 rows, the feature
+// widths d, dg, c rounded up to 16).
 struct SpatialSizes {
   int64_t batch, n, d, dg, c;
   int64_t npad, dpad, dgpad, cpad;
 };
 
-inline SpatialSizes make_spatial_sizes(int64_t batch, int64_t n, int64_t d, int64_t dg,
-                                       int64_t c) {
+inline SpatialSizes make_spatial_sizes(int64_t batch, int64_t n, int64_t d, int64_t dg, int64_t c) {
   const auto up = [](int64_t x, int64_t m) { return (x + m - 1) / m * m; };
   return {batch, n, d, dg, c, up(n, 64), up(d, 16), up(dg, 16), up(c, 16)};
 }
 
-// Which code path the spatial forward takes: tensor cores (WMMA, bf16 inputs on
-// sm_80+, d, dg, C <= 256, tiles within the device's shared memory) or the scalar
-// float32-FMA tiles.  `device_major` is the compute capability major version of the
-// current device (0 forces the scalar path).
-bool spatial_uses_tensor_cores(DType dt, const SpatialSizes& sz, int device_major);
+// Everything a spatial launch reads and writes, in one struct (like FlashAttention's
+// Flash_fwd_params): ops_cuda.cpp fills it, the launchers take it by const reference and
+// every spatial kernel by value.  A pass leaves the fields it does not use null.
+struct SpatialParams {
+  DType dtype = DType::kFloat32;
+  SpatialSizes sz{};
+  // Inputs in `dtype`: [B, N, x], or for the tensor-core backward zero-padded to
+  // [B, npad, xpad] (every 16x16 fragment then loads in bounds).
+  const void* theta = nullptr;
+  const void* phi = nullptr;
+  const void* eta = nullptr;
+  const void* rho = nullptr;
+  const void* mu = nullptr;
+  // Statistics: written by the forward (pass 1: lse_a, lse_b; pass 2: L), read by the
+  // backward.
+  float* stats = nullptr;
+  // Forward.
+  const float* musum = nullptr;  // [B, C]
+  float* o = nullptr;            // [B, N, C], zero on entry
+  // Backward.  grad_o (float32) for the scalar path; the tensor-core path takes it as
+  // do_hi = T(grad_o), do_lo = T(grad_o - do_hi), padded like the inputs.
+  const float* grad_o = nullptr;
+  const void* do_hi = nullptr;
+  const void* do_lo = nullptr;
+  const float* dvec = nullptr;  // [B, N]
+  float* rvec = nullptr;        // [B, N], written (not read) by the backward
+  // Gradients: zero on entry for the scalar path (it accumulates); written by the
+  // tensor-core path.
+  float* dtheta = nullptr;
+  float* dphi = nullptr;
+  float* deta = nullptr;
+  float* drho = nullptr;
+  float* dmu = nullptr;
 
-// Pass 1 (stats[:, 0:2]) and pass 2 (o, stats[:, 2]).  o must be zero on entry.
-cudaError_t spatial_forward(DType dt, const void* theta, const void* phi, const void* eta,
-                            const void* rho, const void* mu, const float* musum, float* o,
-                            float* stats, const SpatialSizes& sz, int device_major,
-                            cudaStream_t stream);
+  void set_inputs(const void* theta_, const void* phi_, const void* eta_, const void* rho_,
+                  const void* mu_) {
+    theta = theta_, phi = phi_, eta = eta_, rho = rho_, mu = mu_;
+  }
+  void set_grads(float* dtheta_, float* dphi_, float* deta_, float* drho_, float* dmu_) {
+    dtheta = dtheta_, dphi = dphi_, deta = deta_, drho = drho_, dmu = dmu_;
+  }
+};
 
-// Backward by recomputation: a query-block pass for rvec, a query-block pass for
-// dtheta/deta, a key-block pass for dphi/drho/dmu.  rvec is written, not read.
-cudaError_t spatial_backward(DType dt, const float* grad_o, const void* theta, const void* phi,
-                             const void* eta, const void* rho, const void* mu,
-                             const float* stats, const float* dvec, float* rvec, float* dtheta,
-                             float* dphi, float* deta, float* drho, float* dmu,
-                             const SpatialSizes& sz, cudaStream_t stream);
+// Which code path a spatial pass takes: tensor cores (WMMA, bf16 inputs on sm_80+, sizes
+// within the kernels' limits; forward: tiles within the device's shared memory) or the
+// scalar float32-FMA tiles.  `device_major` is the compute capability major version of
+// the current device (0 forces the scalar path).
+bool spatial_fwd_tc_supported(DType dt, const SpatialSizes& sz, int device_major);
+bool spatial_bwd_tc_supported(DType dt, const SpatialSizes& sz, int device_major);
 
-// Tensor-core backward (WMMA; bf16 on sm_80+, C <= 256, d + dg <= 256 after
-// rounding each up to 16).  Operands zero-padded to [B, Npad, xpad] in the input dtype
-// (Npad = N rounded up to 64, xpad = x rounded up to 16); grad_o split into
-// do_hi = T(grad_o), do_lo = T(grad_o - do_hi), padded the same way.  Same outputs as
-// spatial_backward (rvec written; dtheta.. dmu written, not accumulated).
-bool spatial_bwd_uses_tensor_cores(DType dt, const SpatialSizes& sz, int device_major);
-cudaError_t spatial_backward_tc(DType dt, const void* theta_p, const void* phi_p,
-                                const void* eta_p, const void* rho_p, const void* mu_p,
-                                const void* do_hi_p, const void* do_lo_p, const float* stats,
-                                const float* dvec, float* rvec, float* dtheta, float* dphi,
-                                float* deta, float* drho, float* dmu, const SpatialSizes& sz,
-                                cudaStream_t stream);
+// Forward, pass 1 (stats[:, 0:2]) and pass 2 (o, stats[:, 2]): theta.. mu, musum, o,
+// stats.  The _tc variant only where spatial_fwd_tc_supported().
+cudaError_t spatial_fwd_scalar(const SpatialParams& p, cudaStream_t stream);
+cudaError_t spatial_fwd_tc(const SpatialParams& p, cudaStream_t stream);
+
+// The forward on the path spatial_fwd_tc_supported() picks.
+inline cudaError_t spatial_fwd(const SpatialParams& p, int device_major, cudaStream_t stream) {
+  return spatial_fwd_tc_supported(p.dtype, p.sz, device_major) ? spatial_fwd_tc(p, stream)
+                                                               : spatial_fwd_scalar(p, stream);
+}
+
+// Backward by recomputation: R (rvec), then dtheta/deta (query rows), then dphi/drho/dmu
+// (key rows).  Scalar: theta.. mu, grad_o, stats, dvec; gradients accumulated into
+// zeros.  Tensor cores (only where spatial_bwd_tc_supported()): padded theta.. mu,
+// do_hi, do_lo, stats, dvec; gradients written.
+cudaError_t spatial_bwd_scalar(const SpatialParams& p, cudaStream_t stream);
+cudaError_t spatial_bwd_tc(const SpatialParams& p, cudaStream_t stream);
 
 // Channel operator, the fused element-wise part (the Gram matrices and Q @ Y are cuBLAS
 // calls in ops_cuda.cpp).  a, b: [B, C, C] float32 Gram matrices (already scaled).

@@ -1,11 +1,11 @@
 // CUDA kernels of the ggnet_fast operators (schemas, autograd and Meta kernels: csrc/ops.cpp).
 //
 // This file checks the tensors, makes them contiguous, allocates the float32 outputs and
-// workspaces, and calls the plain launchers of csrc/cuda/*.cu (launchers.h) on the current
-// stream.  Registered for the CUDA dispatch key:
-//   spatial_fwd, spatial_bwd  fused streaming kernels (spatial_fwd.cu, spatial_bwd.cu), on
-//                             the tensor cores for fp16/bf16 on sm_80+ (wmma_tiles.cuh,
-//                             spatial_bwd_tc.cuh), scalar float32 tiles otherwise;
+// workspaces, fills one SpatialParams and calls the plain launchers of csrc/cuda/*.cu
+// (launchers.h) on the current stream.  Registered for the CUDA dispatch key:
+//   spatial_fwd, spatial_bwd  fused streaming kernels, on the tensor cores for bf16 on
+//                             sm_80+ (spatial_fwd_tc.cu, spatial_bwd_tc.cu), scalar float32
+//                             tiles otherwise (spatial_fwd_scalar.cu, spatial_bwd_scalar.cu);
 //   spatial_cuda_path         (defined here) "tensor-cores" or "scalar": the path taken
 //   channel_fwd               cuBLAS Gram matrices + fused softmax/expm1 kernels (channel.cu)
 //                             + cuBLAS Q @ Y; channel_bwd keeps the ATen composite of ops.cpp.
@@ -18,6 +18,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -30,15 +31,21 @@ namespace ggnet::cuda_ops {
 namespace {
 
 using ggnet::cuda::DType;
+using ggnet::cuda::SpatialParams;
 
 DType kernel_dtype(at::ScalarType t, const char* op) {
   switch (t) {
-    case at::kFloat: return DType::kFloat32;
-    case at::kHalf: return DType::kFloat16;
-    case at::kBFloat16: return DType::kBFloat16;
+    case at::kFloat:
+      return DType::kFloat32;
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
     default:
-      TORCH_CHECK_TYPE(false, "ggnet_fast::", op, ": the CUDA kernels take float32, float16 or "
-                       "bfloat16 inputs, got ", t, " (use backend='reference' for float64)");
+      TORCH_CHECK_TYPE(false, "ggnet_fast::", op,
+                       ": the CUDA kernels take float32, float16 or "
+                       "bfloat16 inputs, got ",
+                       t, " (use backend='reference' for float64)");
   }
   return DType::kFloat32;  // unreachable
 }
@@ -81,32 +88,39 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& theta, con
   const at::Tensor musum = at::sum(mv, {1}, false, at::kFloat).contiguous();  // [B, C]
   at::Tensor o = at::zeros({sz.batch, sz.n, sz.c}, f32);
   at::Tensor stats = at::empty({sz.batch, 3, sz.n}, f32);
-  C10_CUDA_CHECK(ggnet::cuda::spatial_forward(
-      dt, th.data_ptr(), ph.data_ptr(), et.data_ptr(), rh.data_ptr(), mv.data_ptr(),
-      musum.data_ptr<float>(), o.data_ptr<float>(), stats.data_ptr<float>(), sz, device_major(),
-      c10::cuda::getCurrentCUDAStream()));
+  SpatialParams p;
+  p.dtype = dt;
+  p.sz = sz;
+  p.set_inputs(th.data_ptr(), ph.data_ptr(), et.data_ptr(), rh.data_ptr(), mv.data_ptr());
+  p.musum = musum.data_ptr<float>();
+  p.o = o.data_ptr<float>();
+  p.stats = stats.data_ptr<float>();
+  C10_CUDA_CHECK(ggnet::cuda::spatial_fwd(p, device_major(), c10::cuda::getCurrentCUDAStream()));
   return {o, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
-    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi,
-    const at::Tensor& eta, const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o,
-    const at::Tensor& stats) {
+    const at::Tensor& grad_o, const at::Tensor& theta, const at::Tensor& phi, const at::Tensor& eta,
+    const at::Tensor& rho, const at::Tensor& mu, const at::Tensor& o, const at::Tensor& stats) {
   ggnet::check_spatial_inputs(theta, phi, eta, rho, mu);
   check_cuda(theta, "theta", "spatial_bwd");
   const DType dt = kernel_dtype(theta.scalar_type(), "spatial_bwd");
-  TORCH_CHECK_VALUE(grad_o.sizes() == mu.sizes(), "ggnet_fast::spatial_bwd: grad_o must have mu's "
-                    "shape ", mu.sizes(), ", got ", grad_o.sizes());
+  TORCH_CHECK_VALUE(grad_o.sizes() == mu.sizes(),
+                    "ggnet_fast::spatial_bwd: grad_o must have mu's "
+                    "shape ",
+                    mu.sizes(), ", got ", grad_o.sizes());
   TORCH_CHECK_VALUE(o.sizes() == mu.sizes(), "ggnet_fast::spatial_bwd: o must have mu's shape ",
                     mu.sizes(), ", got ", o.sizes());
   TORCH_CHECK_VALUE(stats.dim() == 3 && stats.size(0) == theta.size(0) && stats.size(1) == 3 &&
                         stats.size(2) == theta.size(1),
                     "ggnet_fast::spatial_bwd: stats must be [B, 3, N] as returned by spatial_fwd, "
-                    "got ", stats.sizes());
+                    "got ",
+                    stats.sizes());
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"grad_o", &grad_o},
-                                {"o", &o}, {"stats", &stats}}) {
-    TORCH_CHECK_VALUE(t->device() == theta.device(), "ggnet_fast::spatial_bwd: ", name,
-                      " is on ", t->device(), " but theta is on ", theta.device());
+                                {"o", &o},
+                                {"stats", &stats}}) {
+    TORCH_CHECK_VALUE(t->device() == theta.device(), "ggnet_fast::spatial_bwd: ", name, " is on ",
+                      t->device(), " but theta is on ", theta.device());
   }
   const c10::cuda::CUDAGuard guard(theta.device());
   const at::Tensor th = theta.contiguous(), ph = phi.contiguous(), et = eta.contiguous(),
@@ -118,7 +132,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_b
   at::Tensor rvec = at::empty_like(dvec);
   const auto f32 = th.options().dtype(at::kFloat);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  if (ggnet::cuda::spatial_bwd_uses_tensor_cores(dt, sz, device_major())) {
+  const auto t = theta.scalar_type();
+  SpatialParams p;
+  p.dtype = dt;
+  p.sz = sz;
+  p.stats = st.data_ptr<float>();
+  p.dvec = dvec.data_ptr<float>();
+  p.rvec = rvec.data_ptr<float>();
+  // The gradients: written by the tensor-core path, accumulated into zeros by the scalar one.
+  const auto grads = [&](bool zero) {
+    const auto make = [&](const at::Tensor& x) {
+      return zero ? at::zeros(x.sizes(), f32) : at::empty(x.sizes(), f32);
+    };
+    std::array<at::Tensor, 5> g{make(th), make(ph), make(et), make(rh), make(mv)};
+    p.set_grads(g[0].data_ptr<float>(), g[1].data_ptr<float>(), g[2].data_ptr<float>(),
+                g[3].data_ptr<float>(), g[4].data_ptr<float>());
+    return g;
+  };
+  if (ggnet::cuda::spatial_bwd_tc_supported(dt, sz, device_major())) {
     // Tensor cores: operands zero-padded to [B, Npad, xpad] (fragments load straight from
     // global memory), grad_o split into hi + lo parts of the input dtype.
     const auto pad = [&](const at::Tensor& x, int64_t width) {
@@ -131,34 +162,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_b
     const at::Tensor thp = pad(th, sz.dpad), php = pad(ph, sz.dpad), etp = pad(et, sz.dgpad),
                      rhp = pad(rh, sz.dgpad), mup = pad(mv, sz.cpad), hip = pad(do_hi, sz.cpad),
                      lop = pad(do_lo, sz.cpad);
-    at::Tensor dth = at::empty(th.sizes(), f32), dph = at::empty(ph.sizes(), f32),
-               det = at::empty(et.sizes(), f32), drh = at::empty(rh.sizes(), f32),
-               dmu = at::empty(mv.sizes(), f32);
-    C10_CUDA_CHECK(ggnet::cuda::spatial_backward_tc(
-        dt, thp.data_ptr(), php.data_ptr(), etp.data_ptr(), rhp.data_ptr(), mup.data_ptr(),
-        hip.data_ptr(), lop.data_ptr(), st.data_ptr<float>(), dvec.data_ptr<float>(),
-        rvec.data_ptr<float>(), dth.data_ptr<float>(), dph.data_ptr<float>(),
-        det.data_ptr<float>(), drh.data_ptr<float>(), dmu.data_ptr<float>(), sz, stream));
-    const auto t = theta.scalar_type();
-    return {dth.to(t), dph.to(t), det.to(t), drh.to(t), dmu.to(t)};
+    p.set_inputs(thp.data_ptr(), php.data_ptr(), etp.data_ptr(), rhp.data_ptr(), mup.data_ptr());
+    p.do_hi = hip.data_ptr();
+    p.do_lo = lop.data_ptr();
+    const auto g = grads(false);
+    C10_CUDA_CHECK(ggnet::cuda::spatial_bwd_tc(p, stream));
+    return {g[0].to(t), g[1].to(t), g[2].to(t), g[3].to(t), g[4].to(t)};
   }
-  at::Tensor dth = at::zeros(th.sizes(), f32), dph = at::zeros(ph.sizes(), f32),
-             det = at::zeros(et.sizes(), f32), drh = at::zeros(rh.sizes(), f32),
-             dmu = at::zeros(mv.sizes(), f32);
-  C10_CUDA_CHECK(ggnet::cuda::spatial_backward(
-      dt, go.data_ptr<float>(), th.data_ptr(), ph.data_ptr(), et.data_ptr(), rh.data_ptr(),
-      mv.data_ptr(), st.data_ptr<float>(), dvec.data_ptr<float>(), rvec.data_ptr<float>(),
-      dth.data_ptr<float>(), dph.data_ptr<float>(), det.data_ptr<float>(), drh.data_ptr<float>(),
-      dmu.data_ptr<float>(), sz, stream));
-  const auto t = theta.scalar_type();
-  return {dth.to(t), dph.to(t), det.to(t), drh.to(t), dmu.to(t)};
+  p.set_inputs(th.data_ptr(), ph.data_ptr(), et.data_ptr(), rh.data_ptr(), mv.data_ptr());
+  p.grad_o = go.data_ptr<float>();
+  const auto g = grads(true);
+  C10_CUDA_CHECK(ggnet::cuda::spatial_bwd_scalar(p, stream));
+  return {g[0].to(t), g[1].to(t), g[2].to(t), g[3].to(t), g[4].to(t)};
 }
 
 // Which path spatial_fwd (backward = false) or spatial_bwd (true) takes for these inputs:
 // "tensor-cores" or "scalar" (a diagnostic for tests and users; conditions in
-// wmma_tiles.cuh and spatial_bwd_tc.cuh).
-std::string spatial_cuda_path(const at::Tensor& theta, const at::Tensor& eta,
-                              const at::Tensor& mu, bool backward) {
+// spatial_fwd_tc.cu and spatial_bwd_tc.cu).
+std::string spatial_cuda_path(const at::Tensor& theta, const at::Tensor& eta, const at::Tensor& mu,
+                              bool backward) {
   check_cuda(theta, "theta", "spatial_cuda_path");
   const DType dt = kernel_dtype(theta.scalar_type(), "spatial_cuda_path");
   TORCH_CHECK_VALUE(theta.dim() == 3 && eta.dim() == 3 && mu.dim() == 3,
@@ -166,8 +188,8 @@ std::string spatial_cuda_path(const at::Tensor& theta, const at::Tensor& eta,
   const c10::cuda::CUDAGuard guard(theta.device());
   const auto sz = spatial_sizes(theta, eta, mu);
   const int major = device_major();
-  const bool tc = backward ? ggnet::cuda::spatial_bwd_uses_tensor_cores(dt, sz, major)
-                           : ggnet::cuda::spatial_uses_tensor_cores(dt, sz, major);
+  const bool tc = backward ? ggnet::cuda::spatial_bwd_tc_supported(dt, sz, major)
+                           : ggnet::cuda::spatial_fwd_tc_supported(dt, sz, major);
   return tc ? "tensor-cores" : "scalar";
 }
 

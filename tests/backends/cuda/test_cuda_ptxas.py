@@ -21,8 +21,8 @@ ptxas info    : Function properties for _ZN5ggnet4cuda12_GLOBAL__N_112qgrad_kern
     8 bytes stack frame, 20 bytes spill stores, 8 bytes spill loads
 ptxas info    : Used 128 registers, used 1 barriers, 8 bytes cumulative stack size, 41344 bytes smem
 ptxas info    : Compile time = 404.958 ms
-ptxas info    : Compiling entry function '_ZN5ggnet4cuda10wmma_tiles19spatial_wmma_kernelI13__nv_bfloat16Lb1ELi1EEEvPKT_NS0_12SpatialSizesE' for 'sm_90'
-ptxas info    : Function properties for _ZN5ggnet4cuda10wmma_tiles19spatial_wmma_kernelI13__nv_bfloat16Lb1ELi1EEEvPKT_NS0_12SpatialSizesE
+ptxas info    : Compiling entry function '_ZN5ggnet4cuda50_GLOBAL__N__19a9b1d1_17_spatial_fwd_tc_cu_e8fdb6dd19spatial_wmma_kernelI13__nv_bfloat16Lb1ELi1EEEvPKT_S6_S6_S6_S6_PKfPfS9_NS0_12SpatialSizesE' for 'sm_90'
+ptxas info    : Function properties for _ZN5ggnet4cuda50_GLOBAL__N__19a9b1d1_17_spatial_fwd_tc_cu_e8fdb6dd19spatial_wmma_kernelI13__nv_bfloat16Lb1ELi1EEEvPKT_S6_S6_S6_S6_PKfPfS9_NS0_12SpatialSizesE
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 ptxas info    : Used 80 registers, used 1 barriers, 488 bytes cmem[0]
 """

@@ -1,4 +1,4 @@
-// Emulated nvcuda::wmma (replaces <mma.h> in the emulated copy of wmma_tiles.cuh).
+// Emulated nvcuda::wmma (replaces <mma.h> in the emulated copy of common.cuh).
 // Every lane holds the whole 16x16 tile, which is exact for code that only moves
 // fragments through load/store/mma/fill (no per-element fragment access), as ours does.
 #pragma once

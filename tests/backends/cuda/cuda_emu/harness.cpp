@@ -138,7 +138,7 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
 
   const SpatialSizes sz = make_spatial_sizes(B, N, d, dg, C);
   const int major = tensor_cores ? 8 : 0;
-  const bool tc = spatial_uses_tensor_cores(dtype_of<T>(), sz, major);
+  const bool tc = spatial_fwd_tc_supported(dtype_of<T>(), sz, major);
   std::printf("%-4s %-6s B=%d N=%d d=%d dg=%d C=%d:", name_of<T>(), tc ? "tc" : "scalar", B, N,
               d, dg, C);
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;  // the only tensor-core dtype
@@ -149,8 +149,14 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
   V musum(size_t(B) * C);
   for (size_t k = 0; k < musum.size(); ++k) musum[k] = float(musumd[k]);
   V o(o_ref.size(), 0.f), st(st_ref.size(), 0.f);
-  if (spatial_forward(dtype_of<T>(), th.data(), ph.data(), et.data(), rh.data(), mu.data(),
-                      musum.data(), o.data(), st.data(), sz, major, nullptr) != cudaSuccess) {
+  SpatialParams fp;
+  fp.dtype = dtype_of<T>();
+  fp.sz = sz;
+  fp.set_inputs(th.data(), ph.data(), et.data(), rh.data(), mu.data());
+  fp.musum = musum.data();
+  fp.o = o.data();
+  fp.stats = st.data();
+  if (spatial_fwd(fp, major, nullptr) != cudaSuccess) {
     std::printf(" (FAIL: launch)\n");
     ++failures;
     return;
@@ -170,7 +176,7 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
   check("delta", rel(dl, dlr), delta_tol + 3 * floor);
   check("stats", rel(st, st_ref), tc ? 1e-4 : 1e-6);  // tc: L sums the rounded e
   // backward: tensor cores when the launcher says so (f16/bf16, major 8, sizes), else scalar
-  const bool tc_bwd = spatial_bwd_uses_tensor_cores(dtype_of<T>(), sz, major);
+  const bool tc_bwd = spatial_bwd_tc_supported(dtype_of<T>(), sz, major);
   const auto r16 = [](int x) { return (x + 15) / 16 * 16; };
   if (tc_bwd != (tensor_cores && kBf16 && C <= 256 && r16(d) <= 256 && r16(dg) <= 256)) {
     std::printf(" (FAIL: unexpected backward path)");
@@ -183,6 +189,13 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
     for (int c = 0; c < C; ++c) s += double(go[i * C + c]) * o[i * C + c];
     dv[i] = float(s);
   }
+  SpatialParams bp;
+  bp.dtype = dtype_of<T>();
+  bp.sz = sz;
+  bp.stats = st.data();
+  bp.dvec = dv.data();
+  bp.rvec = rv.data();
+  bp.set_grads(g1.data(), g2.data(), g3.data(), g4.data(), g5.data());
   if (tc_bwd) {
     const int npad = (N + 63) / 64 * 64;
     const auto pad = [&](const std::vector<T>& x, int cols) {
@@ -200,13 +213,14 @@ void spatial_case(int B, int N, int d, int dg, int C, unsigned seed, bool tensor
     }
     const auto thp = pad(th, d), php = pad(ph, d), etp = pad(et, dg), rhp = pad(rh, dg);
     const auto mup = pad(mu, C), hip = pad(hi, C), lop = pad(lo, C);
-    spatial_backward_tc(dtype_of<T>(), thp.data(), php.data(), etp.data(), rhp.data(),
-                        mup.data(), hip.data(), lop.data(), st.data(), dv.data(), rv.data(),
-                        g1.data(), g2.data(), g3.data(), g4.data(), g5.data(), sz, nullptr);
+    bp.set_inputs(thp.data(), php.data(), etp.data(), rhp.data(), mup.data());
+    bp.do_hi = hip.data();
+    bp.do_lo = lop.data();
+    spatial_bwd_tc(bp, nullptr);
   } else {
-    spatial_backward(dtype_of<T>(), go.data(), th.data(), ph.data(), et.data(), rh.data(),
-                     mu.data(), st.data(), dv.data(), rv.data(), g1.data(), g2.data(), g3.data(),
-                     g4.data(), g5.data(), sz, nullptr);
+    bp.set_inputs(th.data(), ph.data(), et.data(), rh.data(), mu.data());
+    bp.grad_o = go.data();
+    spatial_bwd_scalar(bp, nullptr);
   }
   // tensor cores: weights and grad_o enter as hi + lo pairs (~16 bits)
   const double gtol = tc_bwd ? 2e-3 : 1e-4;

@@ -1,4 +1,5 @@
-// Tensor-core (WMMA) path of the spatial backward, bfloat16 on sm_80+.
+// Backward of the guided spatial operator on the tensor cores (WMMA), bfloat16 on sm_80+;
+// same outputs as spatial_bwd_scalar.cu.
 //
 // Only bfloat16 takes it: the weights s ~ 1/N and da, db ~ p s (ds - D) are far below
 // float16's normal range (6e-5) at realistic N and gradient scales, while bfloat16 keeps
@@ -23,26 +24,15 @@
 // kMaxFrag (d + dg <= 256) one launch does both; beyond, each runs twice (`part`:
 // kFirst = dtheta / dphi only, kSecond = deta / drho only), recomputing the scores, so
 // that d, dg <= 256 each (d + dg <= 512) stay on the tensor cores.
-// Element-wise formulas as in spatial_bwd.cu (docs/kernels.md).
-#pragma once
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <mma.h>
-
+// Element-wise formulas: pair_grads() of common.cuh, as in spatial_bwd_scalar.cu.
 #include <cstdint>
 #include <initializer_list>
-#include <type_traits>
 
+#include "cuda/common.cuh"
 #include "cuda/launchers.h"
-#include "cuda/wmma_tiles.cuh"
 
-namespace ggnet::cuda::bwd_tc {
-
-using wmma_tiles::from_float;
-using wmma_tiles::rotated_col;
-using wmma_tiles::to_float;
+namespace ggnet::cuda {
+namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
@@ -59,22 +49,6 @@ struct alignas(128) WarpSmem {
   float q[5][16];  // key side: lse_a, lse_b, 1/L, D, R of the current 16 queries
   T w[6][16 * kLdw];
 };
-
-
-namespace wm = nvcuda::wmma;
-using FragAcc = wm::fragment<wm::accumulator, 16, 16, 16, float>;
-
-// acc += X[16 rows at x0][kpad] . Y[16 rows at y0][kpad]^T (both row-major, ld = kpad).
-template <typename T>
-__device__ __forceinline__ void dot_block(FragAcc& acc, const T* x, const T* y, int64_t kpad) {
-  for (int64_t k = 0; k < kpad; k += 16) {
-    wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major> fa;
-    wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::col_major> fb;
-    wm::load_matrix_sync(fa, x + k, static_cast<unsigned>(kpad));
-    wm::load_matrix_sync(fb, y + k, static_cast<unsigned>(kpad));
-    wm::mma_sync(acc, fa, fb, acc);
-  }
-}
 
 // acc += W[16 x 16] (per-warp tile, ld kLdw) @ X[16 rows][16 columns at col] (ld ldx).
 template <typename T>
@@ -96,9 +70,9 @@ __device__ __forceinline__ void split_store(T* hi, T* lo, int idx, float v) {
 // Writes the warp's 16 output rows (row0..) from the accumulators: fragments [0, nf1)
 // hold columns of out1 ([n, dim1] float32), fragments [nf1, nf1 + nf2) columns of out2.
 // (Static fragment indices only: a runtime index would move acc to local memory.)
-__device__ __forceinline__ void write_rows(FragAcc (&acc)[kMaxFrag], float* scratch,
-                                           int64_t row0, int64_t n, float* out1, int64_t dim1,
-                                           int nf1, float* out2, int64_t dim2, int nf2) {
+__device__ __forceinline__ void write_rows(FragAcc (&acc)[kMaxFrag], float* scratch, int64_t row0,
+                                           int64_t n, float* out1, int64_t dim1, int nf1,
+                                           float* out2, int64_t dim2, int nf2) {
   const int lane = threadIdx.x % 32, row = lane >> 1;
   const int64_t r = row0 + row;
 #pragma unroll
@@ -119,14 +93,15 @@ __device__ __forceinline__ void write_rows(FragAcc (&acc)[kMaxFrag], float* scra
 }
 
 // Query side.  kDq = false: rvec.  kDq = true: dtheta, deta (needs rvec).
+// (Separate __restrict__ pointer parameters rather than a SpatialParams: see
+// spatial_fwd_scalar.cu.)
 template <typename T, bool kDq>
 __global__ void __launch_bounds__(kThreads)
-    qside_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
-                 const T* __restrict__ eta, const T* __restrict__ rho, const T* __restrict__ mu,
-                 const T* __restrict__ do_hi, const T* __restrict__ do_lo,
-                 const float* __restrict__ stats, const float* __restrict__ dvec,
-                 float* __restrict__ rvec, float* __restrict__ dtheta, float* __restrict__ deta,
-                 SpatialSizes sz, int part) {
+    qside_kernel(const T* __restrict__ theta, const T* __restrict__ phi, const T* __restrict__ eta,
+                 const T* __restrict__ rho, const T* __restrict__ mu, const T* __restrict__ do_hi,
+                 const T* __restrict__ do_lo, const float* __restrict__ stats,
+                 const float* __restrict__ dvec, float* __restrict__ rvec,
+                 float* __restrict__ dtheta, float* __restrict__ deta, SpatialSizes sz, int part) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
@@ -135,22 +110,16 @@ __global__ void __launch_bounds__(kThreads)
   WarpSmem<T>& ws = smem[warp];
   const int64_t b = blockIdx.y, n = sz.n, npad = sz.npad;
   const int64_t r0 = int64_t(blockIdx.x) * kRows + warp * 16;  // this warp's query rows
-  const T* th = theta + (b * npad + r0) * sz.dpad;
-  const T* et = eta + (b * npad + r0) * sz.dgpad;
+  const BatchInputs<T> in(theta, phi, eta, rho, mu, b, npad, sz.dpad, sz.dgpad, sz.cpad);
+  const T* th = in.theta + r0 * sz.dpad;  // the warp's query rows
+  const T* et = in.eta + r0 * sz.dgpad;
   const T* dh = do_hi + (b * npad + r0) * sz.cpad;
   const T* dl = do_lo + (b * npad + r0) * sz.cpad;
-  const T* ph = phi + b * npad * sz.dpad;
-  const T* rh = rho + b * npad * sz.dgpad;
-  const T* mv = mu + b * npad * sz.cpad;
-  const float* st = stats + b * 3 * n;
 
   const int row = lane >> 1;
   const int64_t i = r0 + row;
   const bool row_ok = i < n;
-  const float la = row_ok ? st[i] : 0.f, lb = row_ok ? st[n + i] : 0.f;
-  const float inv_l = row_ok ? 1.f / st[2 * n + i] : 0.f;
-  const float dv = row_ok ? dvec[b * n + i] : 0.f;
-  const float rv = (kDq && row_ok) ? rvec[b * n + i] : 0.f;
+  const QueryStats q = query_stats<true, kDq>(stats + b * 3 * n, dvec + b * n, rvec + b * n, i, n);
   float racc = 0.f;
   // fragments of dtheta (or dphi) and deta (or drho) this launch accumulates
   const int nd = part == kSecond ? 0 : static_cast<int>(sz.dpad / 16);
@@ -165,10 +134,10 @@ __global__ void __launch_bounds__(kThreads)
     wm::fill_fragment(fa, 0.f);
     wm::fill_fragment(fb, 0.f);
     wm::fill_fragment(fs, 0.f);
-    dot_block(fa, th, ph + j0 * sz.dpad, sz.dpad);
-    dot_block(fb, et, rh + j0 * sz.dgpad, sz.dgpad);
-    dot_block(fs, dh, mv + j0 * sz.cpad, sz.cpad);
-    dot_block(fs, dl, mv + j0 * sz.cpad, sz.cpad);
+    dot_block(fa, th, in.phi + j0 * sz.dpad, sz.dpad, sz.dpad);
+    dot_block(fb, et, in.rho + j0 * sz.dgpad, sz.dgpad, sz.dgpad);
+    dot_block(fs, dh, in.mu + j0 * sz.cpad, sz.cpad, sz.cpad);
+    dot_block(fs, dl, in.mu + j0 * sz.cpad, sz.cpad, sz.cpad);
     wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
@@ -177,13 +146,10 @@ __global__ void __launch_bounds__(kThreads)
       const int cl = rotated_col(lane, t), e = row * 16 + cl;
       float da = 0.f, db = 0.f;
       if (row_ok && j0 + cl < n) {
-        const float xa = ws.a[e] - la, xb = ws.b[e] - lb;
-        const float p = __expf(xa + xb);
-        const float s = __expf(p) * inv_l;
-        const float pdp = p * s * (ws.ds[e] - dv);
-        racc += pdp;
-        da = pdp - __expf(xa) * rv;
-        db = pdp - __expf(xb) * rv;
+        const PairGrads g = pair_grads(ws.a[e], ws.b[e], ws.ds[e], q);
+        racc += g.pdp;
+        da = g.da;
+        db = g.db;
       }
       if (kDq) {
         split_store(ws.w[0], ws.w[1], row * kLdw + cl, da);
@@ -195,11 +161,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int f = 0; f < kMaxFrag; ++f) {
         if (f < nd) {  // dtheta[:, 16f..] += da @ phi[j0.., 16f..]
-          const T* x = ph + j0 * sz.dpad + f * 16;
+          const T* x = in.phi + j0 * sz.dpad + f * 16;
           wx_block(acc[f], ws.w[0], x, sz.dpad);
           wx_block(acc[f], ws.w[1], x, sz.dpad);
         } else if (f < nd + ndg) {  // deta[:, 16g..] += db @ rho[j0.., 16g..]
-          const T* x = rh + j0 * sz.dgpad + (f - nd) * 16;
+          const T* x = in.rho + j0 * sz.dgpad + (f - nd) * 16;
           wx_block(acc[f], ws.w[2], x, sz.dgpad);
           wx_block(acc[f], ws.w[3], x, sz.dgpad);
         }
@@ -209,11 +175,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   if (!kDq) {
-    racc += __shfl_xor_sync(0xffffffffu, racc, 1);
+    racc = lane_sum<2>(racc);
     if (row_ok && (lane & 1) == 0) rvec[b * n + i] = racc;
   } else {
-    write_rows(acc, ws.a, r0, n, dtheta + b * n * sz.d, sz.d, nd, deta + b * n * sz.dg, sz.dg,
-               ndg);
+    write_rows(acc, ws.a, r0, n, dtheta + b * n * sz.d, sz.d, nd, deta + b * n * sz.dg, sz.dg, ndg);
   }
 #endif
 }
@@ -221,13 +186,12 @@ __global__ void __launch_bounds__(kThreads)
 // Key side.  kDmu = true: dmu.  kDmu = false: dphi, drho.
 template <typename T, bool kDmu>
 __global__ void __launch_bounds__(kThreads)
-    kside_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
-                 const T* __restrict__ eta, const T* __restrict__ rho, const T* __restrict__ mu,
-                 const T* __restrict__ do_hi, const T* __restrict__ do_lo,
-                 const float* __restrict__ stats, const float* __restrict__ dvec,
-                 const float* __restrict__ rvec, float* __restrict__ dmu,
-                 float* __restrict__ dphi, float* __restrict__ drho, SpatialSizes sz,
-                 int part) {
+    kside_kernel(const T* __restrict__ theta, const T* __restrict__ phi, const T* __restrict__ eta,
+                 const T* __restrict__ rho, const T* __restrict__ mu, const T* __restrict__ do_hi,
+                 const T* __restrict__ do_lo, const float* __restrict__ stats,
+                 const float* __restrict__ dvec, const float* __restrict__ rvec,
+                 float* __restrict__ dmu, float* __restrict__ dphi, float* __restrict__ drho,
+                 SpatialSizes sz, int part) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
@@ -236,11 +200,10 @@ __global__ void __launch_bounds__(kThreads)
   WarpSmem<T>& ws = smem[warp];
   const int64_t b = blockIdx.y, n = sz.n, npad = sz.npad;
   const int64_t r0 = int64_t(blockIdx.x) * kRows + warp * 16;  // this warp's key rows
-  const T* ph = phi + (b * npad + r0) * sz.dpad;
-  const T* rh = rho + (b * npad + r0) * sz.dgpad;
-  const T* mk = mu + (b * npad + r0) * sz.cpad;
-  const T* th = theta + b * npad * sz.dpad;
-  const T* et = eta + b * npad * sz.dgpad;
+  const BatchInputs<T> in(theta, phi, eta, rho, mu, b, npad, sz.dpad, sz.dgpad, sz.cpad);
+  const T* ph = in.phi + r0 * sz.dpad;  // the warp's key rows
+  const T* rh = in.rho + r0 * sz.dgpad;
+  const T* mk = in.mu + r0 * sz.cpad;
   const T* dh = do_hi + b * npad * sz.cpad;
   const T* dl = do_lo + b * npad * sz.cpad;
   const float* st = stats + b * 3 * n;
@@ -262,23 +225,22 @@ __global__ void __launch_bounds__(kThreads)
     FragAcc fa, fb, fs;
     wm::fill_fragment(fa, 0.f);
     wm::fill_fragment(fb, 0.f);
-    dot_block(fa, ph, th + i0 * sz.dpad, sz.dpad);
-    dot_block(fb, rh, et + i0 * sz.dgpad, sz.dgpad);
+    dot_block(fa, ph, in.theta + i0 * sz.dpad, sz.dpad, sz.dpad);
+    dot_block(fb, rh, in.eta + i0 * sz.dgpad, sz.dgpad, sz.dgpad);
     wm::store_matrix_sync(ws.a, fa, 16, wm::mem_row_major);
     wm::store_matrix_sync(ws.b, fb, 16, wm::mem_row_major);
     if (lane < 16) {  // the 16 queries' statistics, read from global memory once
-      const int64_t i = i0 + lane;
-      const bool ok = i < n;
-      ws.q[0][lane] = ok ? st[i] : 0.f;
-      ws.q[1][lane] = ok ? st[n + i] : 0.f;
-      ws.q[2][lane] = ok ? 1.f / st[2 * n + i] : 0.f;
-      ws.q[3][lane] = (ok && !kDmu) ? dvb[i] : 0.f;
-      ws.q[4][lane] = (ok && !kDmu) ? rvb[i] : 0.f;
+      const QueryStats q = query_stats<!kDmu, !kDmu>(st, dvb, rvb, i0 + lane, n);
+      ws.q[0][lane] = q.la;
+      ws.q[1][lane] = q.lb;
+      ws.q[2][lane] = q.inv_l;
+      ws.q[3][lane] = q.dv;
+      ws.q[4][lane] = q.rv;
     }
     if (!kDmu) {
       wm::fill_fragment(fs, 0.f);
-      dot_block(fs, mk, dh + i0 * sz.cpad, sz.cpad);
-      dot_block(fs, mk, dl + i0 * sz.cpad, sz.cpad);
+      dot_block(fs, mk, dh + i0 * sz.cpad, sz.cpad, sz.cpad);
+      dot_block(fs, mk, dl + i0 * sz.cpad, sz.cpad, sz.cpad);
       wm::store_matrix_sync(ws.ds, fs, 16, wm::mem_row_major);
     }
     __syncwarp();
@@ -287,13 +249,12 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i = i0 + cl;  // query
       float s = 0.f, da = 0.f, db = 0.f;
       if (row_ok && i < n) {
-        const float xa = ws.a[e] - ws.q[0][cl], xb = ws.b[e] - ws.q[1][cl];
-        const float p = __expf(xa + xb);
-        s = __expf(p) * ws.q[2][cl];
+        const QueryStats q{ws.q[0][cl], ws.q[1][cl], ws.q[2][cl], ws.q[3][cl], ws.q[4][cl]};
+        const PairGrads g = pair_grads(ws.a[e], ws.b[e], kDmu ? 0.f : ws.ds[e], q);
+        s = g.s;
         if (!kDmu) {
-          const float pdp = p * s * (ws.ds[e] - ws.q[3][cl]);
-          da = pdp - __expf(xa) * ws.q[4][cl];
-          db = pdp - __expf(xb) * ws.q[4][cl];
+          da = g.da;
+          db = g.db;
         }
       }
       if (kDmu) {
@@ -314,11 +275,11 @@ __global__ void __launch_bounds__(kThreads)
           wx_block(acc[f], ws.w[0], dl + off, sz.cpad);
         }
       } else if (f < nd) {  // dphi[:, 16f..] += da^T @ theta[i0.., 16f..]
-        const T* x = th + i0 * sz.dpad + f * 16;
+        const T* x = in.theta + i0 * sz.dpad + f * 16;
         wx_block(acc[f], ws.w[2], x, sz.dpad);
         wx_block(acc[f], ws.w[3], x, sz.dpad);
       } else if (f < nd + ndg) {  // drho[:, 16g..] += db^T @ eta[i0.., 16g..]
-        const T* x = et + i0 * sz.dgpad + (f - nd) * 16;
+        const T* x = in.eta + i0 * sz.dgpad + (f - nd) * 16;
         wx_block(acc[f], ws.w[4], x, sz.dgpad);
         wx_block(acc[f], ws.w[5], x, sz.dgpad);
       }
@@ -334,53 +295,46 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
+}  // namespace
+
 // Whether the tensor-core backward runs this problem (bfloat16 only, see the top).
-template <typename T>
-inline bool enabled(int device_major, const SpatialSizes& sz) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (device_major < 8) return false;
-    if (sz.cpad / 16 > kMaxFrag || sz.dpad / 16 > kMaxFrag || sz.dgpad / 16 > kMaxFrag)
-      return false;
-    cudaFuncAttributes attr{};
-    if (cudaFuncGetAttributes(&attr, qside_kernel<T, false>) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return attr.ptxVersion >= 80;
-  } else {
-    return false;
-  }
+bool spatial_bwd_tc_supported(DType dt, const SpatialSizes& sz, int device_major) {
+  if (dt != DType::kBFloat16 || device_major < 8) return false;
+  if (sz.cpad / 16 > kMaxFrag || sz.dpad / 16 > kMaxFrag || sz.dgpad / 16 > kMaxFrag) return false;
+  return runs_sm80_code(qside_kernel<__nv_bfloat16, false>);
 }
 
-template <typename T>
-inline cudaError_t launch_backward(const T* th, const T* ph, const T* et, const T* rh,
-                                   const T* mv, const T* dh, const T* dl, const float* stats,
-                                   const float* dvec, float* rvec, float* dtheta, float* dphi,
-                                   float* deta, float* drho, float* dmu, const SpatialSizes& sz,
-                                   cudaStream_t stream) {
+// (call only where spatial_bwd_tc_supported())
+cudaError_t spatial_bwd_tc(const SpatialParams& p, cudaStream_t stream) {
+  using T = __nv_bfloat16;
+  if (p.dtype != DType::kBFloat16) return cudaErrorNotSupported;
+  const SpatialSizes& sz = p.sz;
   const dim3 grid(static_cast<unsigned>(sz.npad / kRows), static_cast<unsigned>(sz.batch));
-  qside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                        rvec, dtheta, deta, sz, kBoth);
+  const T *th = typed<T>(p.theta), *ph = typed<T>(p.phi), *et = typed<T>(p.eta),
+          *rh = typed<T>(p.rho), *mv = typed<T>(p.mu), *dh = typed<T>(p.do_hi),
+          *dl = typed<T>(p.do_lo);
+  qside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, p.stats, p.dvec,
+                                                        p.rvec, p.dtheta, p.deta, sz, kBoth);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  kside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats, dvec,
-                                                       rvec, dmu, dphi, drho, sz, kBoth);
+  kside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, p.stats, p.dvec,
+                                                       p.rvec, p.dmu, p.dphi, p.drho, sz, kBoth);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   // d + dg <= 256: both gradient pairs in one launch each; else one launch per pair
   const bool one = (sz.dpad + sz.dgpad) / 16 <= kMaxFrag;
   for (const int part : {kBoth, kFirst, kSecond}) {
     if ((part == kBoth) != one) continue;
-    qside_kernel<T, true><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats,
-                                                         dvec, rvec, dtheta, deta, sz, part);
+    qside_kernel<T, true><<<grid, kThreads, 0, stream>>>(
+        th, ph, et, rh, mv, dh, dl, p.stats, p.dvec, p.rvec, p.dtheta, p.deta, sz, part);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    kside_kernel<T, false><<<grid, kThreads, 0, stream>>>(th, ph, et, rh, mv, dh, dl, stats,
-                                                          dvec, rvec, dmu, dphi, drho, sz, part);
+    kside_kernel<T, false><<<grid, kThreads, 0, stream>>>(
+        th, ph, et, rh, mv, dh, dl, p.stats, p.dvec, p.rvec, p.dmu, p.dphi, p.drho, sz, part);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }
 
-}  // namespace ggnet::cuda::bwd_tc
+}  // namespace ggnet::cuda

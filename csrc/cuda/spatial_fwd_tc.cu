@@ -1,4 +1,5 @@
-// Tensor-core (WMMA, <mma.h>) path of the spatial forward, bfloat16 on sm_80+.
+// Forward of the guided spatial operator on the tensor cores (WMMA, <mma.h>), bfloat16 on
+// sm_80+; same two passes and outputs as spatial_fwd_scalar.cu.
 //
 // Only bfloat16 takes it: the operand e = expm1(p) can be as small as p ~ 1/N^2 (diffuse
 // attention: 6e-8 at N = 4096), which float16 holds only as a subnormal or zero, while
@@ -34,31 +35,25 @@
 // and finally writes
 // o = (sum_j mu_j + acc) / L.  Only e (|e| < e - 1, full relative precision) is rounded
 // to T; the mean term sum_j mu_j and L stay float32 (docs/kernels.md, "expm1 form").
-#pragma once
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <mma.h>
-
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/expm1_unit.cuh"
+#include "cuda/common.cuh"
 #include "cuda/launchers.h"
 
-namespace ggnet::cuda::wmma_tiles {
+namespace ggnet::cuda {
+namespace {
 
-constexpr int kRowWarps = 4;                 // row blocks of 16 query rows
-constexpr int kHalves = 2;                   // warps per row block (key / C halves)
+constexpr int kRowWarps = 4;  // row blocks of 16 query rows
+constexpr int kHalves = 2;    // warps per row block (key / C halves)
 constexpr int kWarps = kRowWarps * kHalves;
 constexpr int kThreads = 32 * kWarps;
-constexpr int kRows = 16 * kRowWarps;        // query rows per block
-constexpr int kKeys = 64;                    // keys per tile
+constexpr int kRows = 16 * kRowWarps;             // query rows per block
+constexpr int kKeys = 64;                         // keys per tile
 constexpr int kKeyBlocks = kKeys / 16 / kHalves;  // 16-key column blocks per warp
-constexpr int kPad = 8;             // row padding (elements) of the T tiles
-constexpr int kMaxD = 256;          // d, dg limit of this path
-constexpr int kMaxC = 256;          // C limit of this path (16 accumulator fragments)
+constexpr int kPad = 8;                           // row padding (elements) of the T tiles
+constexpr int kMaxD = 256;                        // d, dg limit of this path
+constexpr int kMaxC = 256;                        // C limit of this path (16 accumulator fragments)
 
 __host__ __device__ constexpr int64_t align128(int64_t bytes) { return (bytes + 127) / 128 * 128; }
 
@@ -76,6 +71,7 @@ struct Layout {
     ldg = dgpad + kPad;
     ldc = cpad + kPad;
     int64_t off = 0;
+    // clang-format off: one region of the layout per line
     qa = off; off += align128(kRows * ldq * elem);
     qb = off; off += align128(kRows * ldg * elem);
     ka = off; off += align128(kKeys * ldq * elem);
@@ -84,27 +80,17 @@ struct Layout {
     e = off;  off += with_values ? align128(kRowWarps * 16 * (kKeys + kPad) * elem) : 0;
     scr = off; off += align128(kWarps * 2 * 16 * 16 * 4);
     red = off; off += align128(kHalves * kRows * 4 * 4);
+    // clang-format on
     total = off;
   }
 };
 
-template <typename T>
-__device__ __forceinline__ float to_float(T x) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(x);
-  else return __bfloat162float(x);
-}
-template <typename T>
-__device__ __forceinline__ T from_float(float x) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
-  else return __float2bfloat16_rn(x);
-}
-
 // dst[r][k] = src[row0 + r][k] for r < rows, k < K; zero for rows >= n or K <= k < kpad.
 // src is row-major [n, K] in global memory; dst has leading dimension ldd (elements).
 template <typename T>
-__device__ __forceinline__ void load_rows(T* __restrict__ dst, int64_t ldd, const T* __restrict__ src,
-                                          int64_t row0, int64_t n, int64_t K, int64_t kpad,
-                                          int rows) {
+__device__ __forceinline__ void load_rows(T* __restrict__ dst, int64_t ldd,
+                                          const T* __restrict__ src, int64_t row0, int64_t n,
+                                          int64_t K, int64_t kpad, int rows) {
   const bool vec = (K % 8 == 0) && ((reinterpret_cast<uintptr_t>(src) & 15) == 0);
   if (vec) {  // 16-byte loads: 8 elements; K % 8 == 0 so a chunk is all in or all out
     const int64_t chunks = kpad / 8;
@@ -123,54 +109,9 @@ __device__ __forceinline__ void load_rows(T* __restrict__ dst, int64_t ldd, cons
   }
 }
 
-// One 16x16 score block: acc = Q[16 rows of the warp] K[16 keys]^T over kpad features.
-template <typename T>
-__device__ __forceinline__ void score_block(
-    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>& acc, const T* q,
-    const T* k, int64_t ld, int64_t kpad) {
-  using namespace nvcuda;
-  wmma::fill_fragment(acc, 0.f);
-  for (int64_t kk = 0; kk < kpad; kk += 16) {
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-    wmma::load_matrix_sync(fa, q + kk, static_cast<unsigned>(ld));
-    wmma::load_matrix_sync(fb, k + kk, static_cast<unsigned>(ld));  // B(k, j) = K[j][k]
-    wmma::mma_sync(acc, fa, fb, acc);
-  }
-}
-
-// Lane l of a warp handles row l/2, 8 columns 8(l%2).. of a 16x16 tile in its element-wise
-// steps, visiting them in an order rotated by l/4: at step t the 32 lanes then read 32
-// different banks of a float tile (unrotated: 4 banks, 8-way conflicts) and store a
-// 16-bit tile of leading dimension 72 or 24 with at most 2-way conflicts (4-way
-// unrotated); those leading dimensions keep the fragment loads conflict-free.
-__device__ __forceinline__ int rotated_col(int lane, int t) {
-  return (lane & 1) * 8 + ((t + (lane >> 2)) & 7);
-}
-
-__device__ __forceinline__ void online_push(float& m, float& s, float x) {
-  if (x > m) {
-    s = s * __expf(m - x) + 1.f;
-    m = x;
-  } else {
-    s += __expf(x - m);
-  }
-}
-
-// (m, s) <- the online state of both halves' keys: (m, s) and (m2, s2).
-__device__ __forceinline__ void online_merge(float& m, float& s, float m2, float s2) {
-  const float mm = fmaxf(m, m2);
-  if (mm != -INFINITY) s = s * __expf(m - mm) + s2 * __expf(m2 - mm);
-  m = mm;
-}
-
-__device__ __forceinline__ void online_merge_pair(float& m, float& s) {
-  const float m2 = __shfl_xor_sync(0xffffffffu, m, 1);
-  const float s2 = __shfl_xor_sync(0xffffffffu, s, 1);
-  online_merge(m, s, m2, s2);
-}
-
 // kStats = true: pass 1 (writes stats[:, 0:2]); false: pass 2 (o and stats[:, 2]).
+// (Separate __restrict__ pointer parameters rather than a SpatialParams: see
+// spatial_fwd_scalar.cu.)
 template <typename T, bool kStats, int kMaxCFrag>
 __global__ void __launch_bounds__(kThreads)
     spatial_wmma_kernel(const T* __restrict__ theta, const T* __restrict__ phi,
@@ -178,11 +119,10 @@ __global__ void __launch_bounds__(kThreads)
                         const T* __restrict__ mu, const float* __restrict__ musum,
                         float* __restrict__ o, float* __restrict__ stats, SpatialSizes sz) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // bf16 MMAs need sm_80; the host never launches this path there (enabled())
+  __trap();  // bf16 MMAs need sm_80; the host never launches this path there (supported())
 #else
-  using namespace nvcuda;
   extern __shared__ __align__(128) unsigned char smem[];
-  const int64_t n = sz.n, d = sz.d, dg = sz.dg, c = sz.c;
+  const int64_t n = sz.n, c = sz.c;
   const Layout lay(sz, sizeof(T), !kStats);
   T* qa = reinterpret_cast<T*>(smem + lay.qa);
   T* qb = reinterpret_cast<T*>(smem + lay.qb);
@@ -197,11 +137,7 @@ __global__ void __launch_bounds__(kThreads)
   float* red = reinterpret_cast<float*>(smem + lay.red);  // [kHalves][kRows][4]
 
   const int64_t b = blockIdx.y, i0 = int64_t(blockIdx.x) * kRows;
-  const T* th = theta + b * n * d;
-  const T* ph = phi + b * n * d;
-  const T* et = eta + b * n * dg;
-  const T* rh = rho + b * n * dg;
-  const T* mub = mu + b * n * c;
+  const BatchInputs<T> in(theta, phi, eta, rho, mu, b, n, sz.d, sz.dg, c);
   float* st = stats + b * 3 * n;
 
   // This lane's row (of the warp's 16) in the element-wise steps (columns: rotated_col).
@@ -216,47 +152,49 @@ __global__ void __launch_bounds__(kThreads)
   }
   float ma = -INFINITY, sa = 0.f, mb = -INFINITY, sb = 0.f;  // pass 1 state
   float esum = 0.f;                                          // pass 2: sum_j e_ij
-  const int ncf = static_cast<int>(lay.cpad / 16);  // C fragments
+  const int ncf = static_cast<int>(lay.cpad / 16);           // C fragments
   // this half's C fragments: half * nhf + f for f < nhf (a contiguous half; interleaved
   // halves made ptxas spill on sm_80)
   const int nhf = (ncf + 1) / 2;
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxCFrag];
+  FragAcc acc[kMaxCFrag];
 #pragma unroll
-  for (int f = 0; f < kMaxCFrag; ++f) wmma::fill_fragment(acc[f], 0.f);
+  for (int f = 0; f < kMaxCFrag; ++f) wm::fill_fragment(acc[f], 0.f);
 
-  load_rows(qa, lay.ldq, th, i0, n, d, lay.dpad, kRows);
-  load_rows(qb, lay.ldg, et, i0, n, dg, lay.dgpad, kRows);
+  load_rows(qa, lay.ldq, in.theta, i0, n, sz.d, lay.dpad, kRows);
+  load_rows(qb, lay.ldg, in.eta, i0, n, sz.dg, lay.dgpad, kRows);
 
   for (int64_t j0 = 0; j0 < n; j0 += kKeys) {
     __syncthreads();  // the previous tile's ka/kb/mv are no longer read
-    load_rows(ka, lay.ldq, ph, j0, n, d, lay.dpad, kKeys);
-    load_rows(kb, lay.ldg, rh, j0, n, dg, lay.dgpad, kKeys);
-    if (!kStats) load_rows(mv, lay.ldc, mub, j0, n, c, lay.cpad, kKeys);
+    load_rows(ka, lay.ldq, in.phi, j0, n, sz.d, lay.dpad, kKeys);
+    load_rows(kb, lay.ldg, in.rho, j0, n, sz.dg, lay.dgpad, kKeys);
+    if (!kStats) load_rows(mv, lay.ldc, in.mu, j0, n, c, lay.cpad, kKeys);
     __syncthreads();
 
 #pragma unroll 1
     for (int kf = half * kKeyBlocks; kf < (half + 1) * kKeyBlocks; ++kf) {  // this half's keys
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> fa, fb;
-      score_block(fa, qa + rw * 16 * lay.ldq, ka + kf * 16 * lay.ldq, lay.ldq, lay.dpad);
-      score_block(fb, qb + rw * 16 * lay.ldg, kb + kf * 16 * lay.ldg, lay.ldg, lay.dgpad);
-      wmma::store_matrix_sync(scr_a, fa, 16, wmma::mem_row_major);
-      wmma::store_matrix_sync(scr_b, fb, 16, wmma::mem_row_major);
+      FragAcc fa, fb;
+      wm::fill_fragment(fa, 0.f);
+      wm::fill_fragment(fb, 0.f);
+      dot_block(fa, qa + rw * 16 * lay.ldq, ka + kf * 16 * lay.ldq, lay.ldq, lay.dpad);
+      dot_block(fb, qb + rw * 16 * lay.ldg, kb + kf * 16 * lay.ldg, lay.ldg, lay.dgpad);
+      wm::store_matrix_sync(scr_a, fa, 16, wm::mem_row_major);
+      wm::store_matrix_sync(scr_b, fb, 16, wm::mem_row_major);
       __syncwarp();
 #pragma unroll 2
       for (int t = 0; t < 8; ++t) {
-        const int cl = rotated_col(lane, t);       // column within the 16-key block
+        const int cl = rotated_col(lane, t);  // column within the 16-key block
         const int64_t j = j0 + kf * 16 + cl;
         const float av = scr_a[row * 16 + cl], bv = scr_b[row * 16 + cl];
         if (kStats) {
           if (j < n) {
-            online_push(ma, sa, av);
-            online_push(mb, sb, bv);
+            lse_push(ma, sa, av);
+            lse_push(mb, sb, bv);
           }
         } else {
           float e = 0.f;
           // degree 7: e is rounded to T (bfloat16, 2^-9) right below
-          if (row_ok && j < n) e = expm1_unit<7>(__expf((av - la) + (bv - lb)));
+          if (row_ok && j < n) e = pair_weight<7>(av, bv, la, lb);
           // L must sum the same rounded weights the value product uses: then the
           // rounding error multiplies mu_j - mean(mu), not mu_j (which may be large).
           const T e_t = from_float<T>(e);
@@ -271,16 +209,16 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();  // both halves' e of the row block are in ew
 #pragma unroll 1
       for (int kk = 0; kk < kKeys / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fe;
-        wmma::load_matrix_sync(fe, ew + kk * 16, kKeys + kPad);
+        wm::fragment<wm::matrix_a, 16, 16, 16, T, wm::row_major> fe;
+        wm::load_matrix_sync(fe, ew + kk * 16, kKeys + kPad);
 #pragma unroll
         for (int f = 0; f < kMaxCFrag; ++f) {
           const int cf = half * nhf + f;
           if (f < nhf && cf < ncf) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fm;
-            wmma::load_matrix_sync(fm, mv + kk * 16 * lay.ldc + cf * 16,
-                                   static_cast<unsigned>(lay.ldc));
-            wmma::mma_sync(acc[f], fe, fm, acc[f]);
+            wm::fragment<wm::matrix_b, 16, 16, 16, T, wm::row_major> fm;
+            wm::load_matrix_sync(fm, mv + kk * 16 * lay.ldc + cf * 16,
+                                 static_cast<unsigned>(lay.ldc));
+            wm::mma_sync(acc[f], fe, fm, acc[f]);
           }
         }
       }
@@ -289,8 +227,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   if (kStats) {
-    online_merge_pair(ma, sa);
-    online_merge_pair(mb, sb);
+    lse_merge_lanes<2>(ma, sa);
+    lse_merge_lanes<2>(mb, sb);
     if (half == 1 && (lane & 1) == 0) {  // hand this half's keys to the pair's half 0
       float* r = red + brow * 4;
       r[0] = ma, r[1] = sa, r[2] = mb, r[3] = sb;
@@ -298,15 +236,15 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (half == 0 && row_ok && (lane & 1) == 0) {
       const float* r = red + brow * 4;
-      online_merge(ma, sa, r[0], r[1]);
-      online_merge(mb, sb, r[2], r[3]);
+      lse_merge(ma, sa, r[0], r[1]);
+      lse_merge(mb, sb, r[2], r[3]);
       st[i] = ma + logf(sa);
       st[n + i] = mb + logf(sb);
     }
     return;
   }
 
-  esum += __shfl_xor_sync(0xffffffffu, esum, 1);
+  esum = lane_sum<2>(esum);
   if ((lane & 1) == 0) red[half * kRows + brow] = esum;
   __syncthreads();
   // both halves add the two partial sums in the same order: the same L
@@ -320,7 +258,7 @@ __global__ void __launch_bounds__(kThreads)
     // every warp takes every step (the barriers stay block-uniform); fragments past
     // this half's (f >= nhf: zeros) are not written
     const int cf = half * nhf + f;
-    wmma::store_matrix_sync(scr_a, acc[f], 16, wmma::mem_row_major);
+    wm::store_matrix_sync(scr_a, acc[f], 16, wm::mem_row_major);
     __syncwarp();
 #pragma unroll
     for (int t = 0; t < 8; ++t) {
@@ -334,7 +272,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Largest dynamic shared memory a block may opt in to on the current device.
-inline int64_t smem_optin_limit() {
+int64_t smem_optin_limit() {
   int device = 0, bytes = 0;
   if (cudaGetDevice(&device) != cudaSuccess) return 0;
   if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
@@ -344,56 +282,44 @@ inline int64_t smem_optin_limit() {
 }
 
 // Whether the tensor-core path runs this problem (bfloat16 only, see the top).
-template <typename T>
-inline bool enabled(int device_major, const SpatialSizes& sz) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (device_major < 8 || sz.d > kMaxD || sz.dg > kMaxD || sz.c > kMaxC) return false;
-    // The code the device really runs must come from compute_80+ (a build for older
-    // virtual architectures only, JIT-compiled from PTX, holds just the __trap() stub).
-    cudaFuncAttributes attr{};
-    if (cudaFuncGetAttributes(&attr, spatial_wmma_kernel<T, true, 1>) != cudaSuccess) {
-      (void)cudaGetLastError();  // clear the (non-sticky) error for later checks
-      return false;
-    }
-    if (attr.ptxVersion < 80) return false;
-    const Layout lay(sz, sizeof(T), true);
-    return lay.total <= smem_optin_limit();
-  } else {
-    return false;
-  }
+bool supported(int device_major, const SpatialSizes& sz) {
+  using T = __nv_bfloat16;
+  if (device_major < 8 || sz.d > kMaxD || sz.dg > kMaxD || sz.c > kMaxC) return false;
+  if (!runs_sm80_code(spatial_wmma_kernel<T, true, 1>)) return false;
+  const Layout lay(sz, sizeof(T), true);
+  return lay.total <= smem_optin_limit();
 }
 
 template <typename T, bool kStats, int kMaxCFrag>
-inline cudaError_t launch_one(const T* th, const T* ph, const T* et, const T* rh, const T* mv,
-                              const float* musum, float* o, float* stats, const SpatialSizes& sz,
-                              cudaStream_t stream) {
-  const Layout lay(sz, sizeof(T), !kStats);
+cudaError_t launch_pass(const SpatialParams& p, cudaStream_t stream) {
+  const Layout lay(p.sz, sizeof(T), !kStats);
   auto kernel = spatial_wmma_kernel<T, kStats, kMaxCFrag>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(lay.total));
   if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>((sz.n + kRows - 1) / kRows),
-                  static_cast<unsigned>(sz.batch));
+  const dim3 grid(static_cast<unsigned>((p.sz.n + kRows - 1) / kRows),
+                  static_cast<unsigned>(p.sz.batch));
   kernel<<<grid, kThreads, static_cast<size_t>(lay.total), stream>>>(
-      th, ph, et, rh, mv, musum, o, stats, sz);
+      typed<T>(p.theta), typed<T>(p.phi), typed<T>(p.eta), typed<T>(p.rho), typed<T>(p.mu), p.musum,
+      p.o, p.stats, p.sz);
   return cudaGetLastError();
 }
 
-// Both passes on the tensor cores (call only when enabled<T>() is true).
-template <typename T>
-inline cudaError_t launch_forward(const T* th, const T* ph, const T* et, const T* rh,
-                                  const T* mv, const float* musum, float* o, float* stats,
-                                  const SpatialSizes& sz, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    cudaError_t err = launch_one<T, true, 1>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
-    if (err != cudaSuccess) return err;
-    // fragments per warp: half of C's 16-column fragments
-    if (sz.c <= 64) return launch_one<T, false, 2>(th, ph, et, rh, mv, musum, o, stats, sz, stream);
-    return launch_one<T, false, kMaxC / 16 / kHalves>(th, ph, et, rh, mv, musum, o, stats, sz,
-                                                      stream);
-  } else {
-    return cudaErrorNotSupported;
-  }
+}  // namespace
+
+bool spatial_fwd_tc_supported(DType dt, const SpatialSizes& sz, int device_major) {
+  return dt == DType::kBFloat16 && supported(device_major, sz);
 }
 
-}  // namespace ggnet::cuda::wmma_tiles
+// Both passes on the tensor cores (call only where spatial_fwd_tc_supported()).
+cudaError_t spatial_fwd_tc(const SpatialParams& p, cudaStream_t stream) {
+  using T = __nv_bfloat16;
+  if (p.dtype != DType::kBFloat16) return cudaErrorNotSupported;
+  cudaError_t err = launch_pass<T, true, 1>(p, stream);
+  if (err != cudaSuccess) return err;
+  // fragments per warp: half of C's 16-column fragments
+  if (p.sz.c <= 64) return launch_pass<T, false, 2>(p, stream);
+  return launch_pass<T, false, kMaxC / 16 / kHalves>(p, stream);
+}
+
+}  // namespace ggnet::cuda
