@@ -72,28 +72,36 @@ def _skip_if_too_big(provider, n, backward):
         pytest.skip(f"{provider} would materialise > {MAX_EAGER_BYTES >> 30} GB of N x N maps")
 
 
-@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
-@pytest.mark.parametrize("dims", SPATIAL_DIMS, ids=lambda t: "d{}-dg{}-C{}".format(*t))
-@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
-@pytest.mark.parametrize("provider", harness.providers("spatial", DEV, DTYPE))
-def test_spatial(benchmark, provider, side, dims, mode):
+def _bench_spatial(benchmark, provider, side, dims, mode, combine):
+    """Time one spatial case of ``combine`` (skipped with the provider's reason when it
+    cannot run it, or when it would materialise too much); records its peak memory."""
     n = side * side
     d, dg, c = dims
     backward = mode != "forward"
     if provider not in ("eager", "compile") and unavailable_reason(provider):
         pytest.skip(f"{provider}: {unavailable_reason(provider)}")
+    options = {} if combine == "product" else {"combine": combine}
     why = harness.unsupported_reason(provider, "spatial", DEV, DTYPE,
-                                     {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c})
+                                     {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c}, **options)
     if why:
         pytest.skip(f"{provider}: {why}")
     _skip_if_too_big(provider, n, backward)
-    step = _spatial_step(harness.op_fn("spatial", provider), n, d, dg, c, backward)
+    op = "spatial" if combine == "product" else f"spatial-{combine}"
+    step = _spatial_step(harness.op_fn(op, provider), n, d, dg, c, backward)
     step()  # compile / autotune outside the measurement
     peak = harness.peak_extra_bytes(step, DEV)
-    _info(benchmark, op="spatial", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c, mode=mode,
-          peak_extra_bytes=peak,
-          flops=spatial_flops(BATCH, n, d, dg, c, backward))
+    flops = {"flops": spatial_flops(BATCH, n, d, dg, c, backward)} if combine == "product" else {}
+    _info(benchmark, op=op, provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c, mode=mode,
+          peak_extra_bytes=peak, **flops)
     _run(benchmark, step, rounds=5 if ON_GPU else 2)
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("dims", SPATIAL_DIMS, ids=lambda t: "d{}-dg{}-C{}".format(*t))
+@pytest.mark.parametrize("side", SIDES, ids=lambda s: f"N{s}x{s}")
+@pytest.mark.parametrize("provider", harness.providers("spatial", DEV, DTYPE))
+def test_spatial(benchmark, provider, side, dims, mode):
+    _bench_spatial(benchmark, provider, side, dims, mode, "product")
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
@@ -104,23 +112,7 @@ def test_spatial_joint(benchmark, provider, side, dims, mode):
     """``combine="joint"`` (softmax(a + b) @ mu): our fused kernels (triton on a GPU, cpu
     on the CPU) and the sdpa backend (PyTorch's fused attention over [theta, eta] .
     [phi, rho], zero-padded to C) against the materialising compositions."""
-    n = side * side
-    d, dg, c = dims
-    backward = mode != "forward"
-    if provider not in ("eager", "compile") and unavailable_reason(provider):
-        pytest.skip(f"{provider}: {unavailable_reason(provider)}")
-    why = harness.unsupported_reason(provider, "spatial", DEV, DTYPE,
-                                     {"B": BATCH, "N": n, "d": d, "dg": dg, "C": c},
-                                     combine="joint")
-    if why:
-        pytest.skip(f"{provider}: {why}")
-    _skip_if_too_big(provider, n, backward)
-    step = _spatial_step(harness.op_fn("spatial-joint", provider), n, d, dg, c, backward)
-    step()
-    peak = harness.peak_extra_bytes(step, DEV)
-    _info(benchmark, op="spatial-joint", provider=provider, B=BATCH, N=n, d=d, dg=dg, C=c,
-          mode=mode, peak_extra_bytes=peak)
-    _run(benchmark, step, rounds=5 if ON_GPU else 2)
+    _bench_spatial(benchmark, provider, side, dims, mode, "joint")
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
