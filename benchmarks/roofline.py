@@ -6,10 +6,10 @@ on an H100/H200 at peak.
     python benchmarks/roofline.py > table.md
 
 The counts follow ``ggnet_fast/backends/triton/spatial_kernels.py`` as written, with the
-default tiles of its 16-bit configuration classes (``default_tiles``): how many rows a
-program owns, how many C chunks the forward runs (each computes the score tile again),
-and how many copies of each score tile a program computes (``replication``, measured
-from the compiled code in the committed static report
+default tiles of its 16-bit configuration classes (``tile_policy.default_tiles``): how
+many rows a program owns, how many C chunks the forward runs (each computes the score
+tile again), and how many copies of each score tile a program computes
+(``replication``, measured from the compiled code in the committed static report
 ``benchmarks/results/triton_static_sm90.json``).  ALU counts are per pair, counted from
 the kernel source (each FMA, add, multiply, compare/select, conversion = 1); loads,
 address arithmetic and per-row work are left out (O(1/BLOCK) per pair).
@@ -59,7 +59,7 @@ class KernelCost:
 
 
 def _tiles(kernel: str, d: int, dg: int, c: int, train: bool = False) -> dict:
-    from ggnet_fast.backends.triton.spatial_kernels import default_tiles
+    from ggnet_fast.backends.triton.tile_policy import default_tiles
     return default_tiles(kernel, d, dg, c, save_o2=train)
 
 
@@ -76,16 +76,16 @@ def replication(kernel: str, d: int, c: int) -> float:
     row = _report().get((kernel, d, c))
     if row is None or row.get("replication") is None:
         raise KeyError(f"{kernel} d={d} C={c}: not in {REPORT.name}; regenerate it "
-                       "(python -m ggnet_fast.backends.triton._aot --arch 90 --json ...)")
+                       "(python benchmarks/triton_static.py --arch 90 --json ...)")
     return row["replication"]
 
 
 def score_passes(d: int, dg: int, c: int, train: bool) -> tuple[int, float]:
     """(C chunks, score computations per pair) of the forward default: each chunk
     computes the score tile again, each of its copies too."""
-    from ggnet_fast.backends.triton.spatial_kernels import _c_block
+    from ggnet_fast.backends.triton.tile_policy import c_block
     t = _tiles("fwd", d, dg, c, train)
-    n_chunks = math.ceil(c / _c_block(c, t["C_SPLIT"]))
+    n_chunks = math.ceil(c / c_block(c, t["C_SPLIT"]))
     return n_chunks, n_chunks * replication("fwd_o2" if train else "fwd", d, c)
 
 

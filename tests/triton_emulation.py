@@ -18,7 +18,7 @@ kernels' power-of-two scales keep float16 weights normal; bf16/TF32 have float32
   deta, drho), ``dmu = dmub + e^T @ dolr``.
 
 Every ``tl.dot`` of float32 operands is modelled by ``precision``: "ieee" (exact) or
-"tf32" (both operands rounded to 11 bits, what ``_config.dot_precision`` chooses).
+"tf32" (both operands rounded to 11 bits, what ``runtime.dot_precision`` chooses).
 For 16-bit inputs the operands are 16-bit values and the products exact.
 
 Kept in sync with the kernels by ``test_triton_numerics.py::test_emulation_tracks_the_

@@ -1,8 +1,9 @@
 """benchmarks/roofline.py (docs/roofline.md): the model describes the tiles that run.
 
-The model reads each kernel's default tiles from ``spatial_kernels.default_tiles`` and
+The model reads each kernel's default tiles from ``tile_policy.default_tiles`` and
 the measured replication from the committed static report; here both must agree with
-that report (compiled by tests/backends/triton/test_triton_aot.py), and the document's table must be
+that report (compiled by benchmarks/triton_static.py, checked by
+tests/backends/triton/test_triton_aot.py), and the document's table must be
 the script's output.
 """
 import json
@@ -12,8 +13,7 @@ import sys
 
 import torch
 
-from ggnet_fast.backends.triton import joint_kernels
-from ggnet_fast.backends.triton.spatial_kernels import default_tiles
+from ggnet_fast.backends.triton.tile_policy import default_tiles, joint_default_tiles
 import repo_paths
 
 ROOT = str(repo_paths.ROOT)
@@ -31,8 +31,8 @@ def test_default_tiles_are_the_reports_defaults():
     assert len(rows) == 192  # 8 kernels x 3 dtypes x d in {32, 64, 128, 256} x C in {256, 512}
     for r in rows:
         if r["kernel"] in JOINT_KERNELS:
-            tiles = joint_kernels.default_tiles(JOINT_KERNELS[r["kernel"]], r["d"], r["dg"],
-                                                r["C"], DTYPES[r["dtype"]])
+            tiles = joint_default_tiles(JOINT_KERNELS[r["kernel"]], r["d"], r["dg"], r["C"],
+                                        DTYPES[r["dtype"]])
         else:
             kernel, save_o2 = KERNELS[r["kernel"]]
             tiles = default_tiles(kernel, r["d"], r["dg"], r["C"], DTYPES[r["dtype"]], save_o2)

@@ -19,7 +19,7 @@ import torch
 from . import channel_kernels as _channel_mod
 from . import joint_kernels as _joint_mod
 from . import spatial_kernels as _spatial_mod
-from ._config import INTERPRET
+from .runtime import INTERPRET
 
 MAX_SPATIAL_DIM = 256    # d and dg: full-width tiles of [theta, eta] stay in registers
 MAX_SPATIAL_C = 512

@@ -16,7 +16,8 @@ the backward, dy = (dA + dA^T) y + Q^T dout and dg = (dB + dB^T) g, the transpos
 read through strides).  ``_map_bwd_kernel`` is the backward of the three softmaxes per
 row tile; for "matmul" the two C x C x C products of that backward are ``torch.bmm``
 calls followed by ``_softmax_bwd_kernel``.
-Saved for backward: y, g, A, B, E - c, L, c (C x C maps: small).
+Saved for backward: y, g, A, B, E - c, L, c (C x C maps: small).  Configuration lists:
+``tile_policy.py``.
 """
 from __future__ import annotations
 
@@ -24,30 +25,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._config import block, dot_precision, expm1_unit, single
-
-# Chosen from an AOT compile for sm_90 at C = 256, bf16 (python -m
-# ggnet_fast.backends.triton._aot --op channel --all-configs): all spill-free.
-_GRAM_CONFIGS = single(
-    [dict(BLOCK_R=br, BLOCK_S=bs, BLOCK_K=bk, num_warps=w, num_stages=s)
-     for br, bs, bk, w, s in ((128, 64, 32, 8, 3), (64, 64, 32, 8, 4), (128, 128, 32, 8, 3),
-                              (64, 64, 64, 4, 3))],
-    dict(BLOCK_R=128, BLOCK_S=128, BLOCK_K=256),
-)
-_MAP_CONFIGS = single(
-    [dict(BLOCK_R=br, BLOCK_K=bk, num_warps=w, num_stages=1)
-     for br, bk, w in ((16, 16, 8), (16, 32, 8), (16, 16, 4))],
-    dict(BLOCK_R=64, BLOCK_K=64),
-)
-_APPLY_CONFIGS = single(
-    [dict(BLOCK_R=br, BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=s)
-     for br, bn, bk, w, s in ((64, 64, 32, 8, 3), (32, 64, 64, 8, 2), (128, 64, 32, 4, 3),
-                              (128, 128, 32, 8, 3))],
-    dict(BLOCK_R=128, BLOCK_N=256, BLOCK_K=128),
-)
+from .kernel_math import expm1_unit, span
+from .runtime import block, dot_precision
+from .tile_policy import APPLY_CONFIGS, GRAM_CONFIGS, MAP_CONFIGS
 
 
-@triton.autotune(configs=_GRAM_CONFIGS, key=["C", "N", "TWO"])
+@triton.autotune(configs=GRAM_CONFIGS, key=["C", "N", "TWO"])
 @triton.jit
 def _gram_kernel(X1, Y1, X2, Y2, OUT1, OUT2, C, N,
                  TWO: tl.constexpr, PREC: tl.constexpr,
@@ -95,7 +78,35 @@ def _row_softmax(x, valid):
     return ex / tl.where(den > 0.0, den, 1.0)[:, None]
 
 
-@triton.autotune(configs=_MAP_CONFIGS, key=["C", "MATMUL", "MAXMINUS"])
+@triton.jit
+def _map_rows(C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """A map program's rows of the [B, C, C] maps (grid: row tiles, batch): ``(pid_b,
+    offs_r, cols, mr, mc, valid, prow)``, its rows, all columns, their masks, the tile's
+    mask and its element offsets."""
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_r, mr = span(tl.program_id(0) * BLOCK_R, BLOCK_R, C)
+    cols = tl.arange(0, BLOCK_C)
+    mc = cols < C
+    prow = pid_b * C * C + offs_r[:, None] * C + cols[None, :]
+    return pid_b, offs_r, cols, mr, mc, mr[:, None] & mc[None, :], prow
+
+
+@triton.jit
+def _k_tile(A, B, base, offs_r, cols, mr, mc, k0, C, scale, BLOCK_K: tl.constexpr):
+    """For ``matmul``: the k tile ``k0`` of the program's rows of ``s A`` ([R, BLOCK_K]),
+    the softmax rows ``Sg`` of ``s B`` for those k ([BLOCK_K, W]), and the mask of the
+    first (Sz's rows come from their log-sum-exp or max, Sg is recomputed per k tile:
+    C x C work per program, small next to the Grams' C x C x N)."""
+    kk, mk = span(k0, BLOCK_K, C)
+    vk = mk[:, None] & mc[None, :]
+    sg = _row_softmax(tl.load(B + base + kk[:, None] * C + cols[None, :], mask=vk, other=0.0)
+                      * scale, vk)
+    vak = mr[:, None] & mk[None, :]
+    ak = tl.load(A + base + offs_r[:, None] * C + kk[None, :], mask=vak, other=0.0) * scale
+    return ak, sg, vak
+
+
+@triton.autotune(configs=MAP_CONFIGS, key=["C", "MATMUL", "MAXMINUS"])
 @triton.jit
 def _map_kernel(A, B, E, LR, CR, C, scale,
                 BLOCK_C: tl.constexpr, MATMUL: tl.constexpr, MAXMINUS: tl.constexpr,
@@ -108,33 +119,19 @@ def _map_kernel(A, B, E, LR, CR, C, scale,
     o - mean(y) is made of, at full relative precision when E is rounded to the input
     dtype for the value MMA (rows of Sz @ Sg sum to 1, so M can be ~1/C everywhere).
     """
-    pid_r = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
+    pid_b, offs_r, cols, mr, mc, valid, prow = _map_rows(C, BLOCK_R, BLOCK_C)
     base = pid_b * C * C
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_C)
-    mr = offs_r < C
-    mc = cols < C
-    valid = mr[:, None] & mc[None, :]
-    prow = base + offs_r[:, None] * C + cols[None, :]
     a = tl.load(A + prow, mask=valid, other=0.0) * scale
     if MATMUL:
-        # Sz rows come back tile by tile from their log-sum-exp; Sg is recomputed per
-        # k tile (C x C work per program, small next to the Grams' C x C x N).
+        # Sz rows come back tile by tile from their log-sum-exp (``_k_tile``)
         am = tl.max(tl.where(valid, a, float("-inf")), 1)
         am = tl.where(mr, am, 0.0)
         asum = tl.sum(tl.where(valid, tl.exp(a - am[:, None]), 0.0), 1)
         lse_a = am + tl.log(asum + tl.where(mr, 0.0, 1.0))
         m = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
         for k0 in range(0, C, BLOCK_K):
-            kk = k0 + tl.arange(0, BLOCK_K)
-            mk = kk < C
-            vk = mk[:, None] & mc[None, :]
-            bk = tl.load(B + base + kk[:, None] * C + cols[None, :], mask=vk, other=0.0) * scale
-            sg = _row_softmax(bk, vk)
-            ak = tl.load(A + base + offs_r[:, None] * C + kk[None, :],
-                         mask=mr[:, None] & mk[None, :], other=0.0) * scale
-            sz = tl.where(mr[:, None] & mk[None, :], tl.exp(ak - lse_a[:, None]), 0.0)
+            ak, sg, vak = _k_tile(A, B, base, offs_r, cols, mr, mc, k0, C, scale, BLOCK_K)
+            sz = tl.where(vak, tl.exp(ak - lse_a[:, None]), 0.0)
             m = tl.dot(sz, sg, m, input_precision=PREC)
     else:
         b = tl.load(B + prow, mask=valid, other=0.0) * scale
@@ -151,7 +148,7 @@ def _map_kernel(A, B, E, LR, CR, C, scale,
     tl.store(CR + pid_b * C + offs_r, cr, mask=mr)
 
 
-@triton.autotune(configs=_APPLY_CONFIGS,
+@triton.autotune(configs=APPLY_CONFIGS,
                  key=["C", "N", "SYM1", "TWO", "COLSUM", "DIV", "RW_C", "CW_C", "XS_L"])
 @triton.jit
 def _apply_kernel(W1, X1, W2, X2, LR, CR, OUT, C, N, sw1r, sw1k, sw2r, sw2k,
@@ -224,7 +221,7 @@ def _softmax_bwd_rows(s, ds, valid):
     return tl.where(valid, s * (ds - tl.sum(s * ds, 1)[:, None]), 0.0)
 
 
-@triton.autotune(configs=_MAP_CONFIGS, key=["C", "MATMUL", "MAXMINUS"])
+@triton.autotune(configs=MAP_CONFIGS, key=["C", "MATMUL", "MAXMINUS"])
 @triton.jit
 def _map_bwd_kernel(A, B, EC, LR, CR, DQ, DA, DB, DM0, SZ, SG, C, scale,
                     BLOCK_C: tl.constexpr, MATMUL: tl.constexpr, MAXMINUS: tl.constexpr,
@@ -235,15 +232,8 @@ def _map_bwd_kernel(A, B, EC, LR, CR, DQ, DA, DB, DM0, SZ, SG, C, scale,
     "matmul":  writes DM0 = dL/d(Sz @ Sg) and the rows of SZ, SG; the two C x C x C
     products and the last softmax backward follow (``_softmax_bwd_kernel``).
     """
-    pid_r = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
+    pid_b, offs_r, cols, mr, mc, valid, prow = _map_rows(C, BLOCK_R, BLOCK_C)
     base = pid_b * C * C
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_C)
-    mr = offs_r < C
-    mc = cols < C
-    valid = mr[:, None] & mc[None, :]
-    prow = base + offs_r[:, None] * C + cols[None, :]
     sz = _row_softmax(tl.load(A + prow, mask=valid, other=0.0) * scale, valid)
     sg = _row_softmax(tl.load(B + prow, mask=valid, other=0.0) * scale, valid)
     # Q = (1 + E) / L, E = (E - c) + c;  dM = Q (dQ - rowsum(Q dQ))
@@ -261,15 +251,8 @@ def _map_bwd_kernel(A, B, EC, LR, CR, DQ, DA, DB, DM0, SZ, SG, C, scale,
             den = tl.where(den > 0.0, den, 1.0)
             m0 = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
             for k0 in range(0, C, BLOCK_K):
-                kk = k0 + tl.arange(0, BLOCK_K)
-                mk = kk < C
-                vk = mk[:, None] & mc[None, :]
-                sgk = _row_softmax(tl.load(B + base + kk[:, None] * C + cols[None, :], mask=vk,
-                                           other=0.0) * scale, vk)
-                ak = tl.load(A + base + offs_r[:, None] * C + kk[None, :],
-                             mask=mr[:, None] & mk[None, :], other=0.0) * scale
-                szk = tl.where(mr[:, None] & mk[None, :], tl.exp(ak - am[:, None]) / den[:, None],
-                               0.0)
+                ak, sgk, vak = _k_tile(A, B, base, offs_r, cols, mr, mc, k0, C, scale, BLOCK_K)
+                szk = tl.where(vak, tl.exp(ak - am[:, None]) / den[:, None], 0.0)
                 m0 = tl.dot(szk, sgk, m0, input_precision=PREC)
         else:
             m0 = sz * sg
@@ -285,17 +268,12 @@ def _map_bwd_kernel(A, B, EC, LR, CR, DQ, DA, DB, DM0, SZ, SG, C, scale,
         tl.store(DB + prow, _softmax_bwd_rows(sg, dm * sz, valid) * scale, mask=valid)
 
 
-@triton.autotune(configs=_MAP_CONFIGS, key=["C"])
+@triton.autotune(configs=MAP_CONFIGS, key=["C"])
 @triton.jit
 def _softmax_bwd_kernel(S1, D1, S2, D2, O1, O2, C, scale, BLOCK_C: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """O1 = scale * S1 (D1 - rowsum(S1 D1)), O2 likewise; all float32 [B, C, C]."""
-    pid_r = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_C)
-    valid = (offs_r < C)[:, None] & (cols < C)[None, :]
-    prow = pid_b * C * C + offs_r[:, None] * C + cols[None, :]
+    _, _, _, _, _, valid, prow = _map_rows(C, BLOCK_R, BLOCK_C)
     s1 = tl.load(S1 + prow, mask=valid, other=0.0)
     s2 = tl.load(S2 + prow, mask=valid, other=0.0)
     d1 = tl.load(D1 + prow, mask=valid, other=0.0)
@@ -312,7 +290,7 @@ def _gram(x1, y1, x2=None, y2=None):
     out2 = torch.empty_like(out1) if two else out1
     _gram_kernel[lambda m: (triton.cdiv(c, m["BLOCK_R"]), triton.cdiv(c, m["BLOCK_S"]), batch)](
         x1, y1, x2 if two else x1, y2 if two else y1, out1, out2, c, n,
-        TWO=two, PREC=dot_precision(y1.dtype))
+        TWO=two, PREC=dot_precision())
     return (out1, out2) if two else out1
 
 
@@ -327,7 +305,7 @@ def _apply(w1, x1, *, sym1=False, w2=None, x2=None, lrow=None, crow=None, div=Fa
         w1, x1, w2_, x2_, lrow if lrow is not None else out, crow if crow is not None else out,
         out, c, n, w1.stride(1), w1.stride(2), w2_.stride(1), w2_.stride(2),
         SYM1=sym1, TWO=two, COLSUM=colsum, DIV=div, RW_C=rw_c, CW_C=cw_c, XS_L=xs_l,
-        PREC=dot_precision(x1.dtype))
+        PREC=dot_precision())
     return out
 
 
@@ -341,7 +319,7 @@ def _fwd_impl(y, g, combine, stabilize, scale):
     _map_kernel[lambda m: (triton.cdiv(c, m["BLOCK_R"]), batch)](
         a, b, e, lrow, crow, c, 1.0 if scale is None else float(scale),
         BLOCK_C=block(c), MATMUL=combine == "matmul", MAXMINUS=stabilize == "max-minus",
-        PREC=dot_precision(torch.float32))
+        PREC=dot_precision())
     # out = ((1 + c_r) colsum(y) + (E - c_r) y) / L
     out = _apply(e, y, lrow=lrow, crow=crow, div=True, colsum=True, rw_c=True)
     return out, a, b, e, lrow, crow
@@ -377,7 +355,7 @@ def _bwd_impl(dout, y, g, a, b, ec, lrow, crow, combine, stabilize, scale):
     grid = lambda m: (triton.cdiv(c, m["BLOCK_R"]), batch)  # noqa: E731
     _map_bwd_kernel[grid](a, b, ec, lrow, crow, dq, da, db, *scratch, c, s,
                           BLOCK_C=block(c), MATMUL=matmul, MAXMINUS=stabilize == "max-minus",
-                          PREC=dot_precision(torch.float32))
+                          PREC=dot_precision())
     if matmul:  # M0 = Sz @ Sg: the two C x C x C products as batched matmuls
         dm0, sz, sg = scratch
         dsz = torch.bmm(dm0, sg.transpose(1, 2))

@@ -1,6 +1,6 @@
 """The static performance report of the Triton spatial kernels (issue 11), in CI.
 
-``python -m ggnet_fast.backends.triton._aot --arch 90 --json PATH`` compiles every kernel
+``python benchmarks/triton_static.py --arch 90 --json PATH`` compiles every kernel
 for sm_90 without a GPU (Triton's real pipeline and the bundled ptxas) and writes one row
 per kernel x dtype x shape x configuration.  Here the default configurations (what a
 kernel runs without autotuning) of every kernel at d = dg in {32, 64, 128, 256},
@@ -8,15 +8,20 @@ C in {256, 512}, bf16/fp16/fp32 must compile without register spills, fit the 22
 shared memory of H100/H200, and the bf16 forward kernels must use wgmma for d >= 64.
 The committed full report (every configuration) must name the same defaults.
 """
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
-from ggnet_fast.backends.triton._aot import report_violations
 import repo_paths
 
 ROOT = str(repo_paths.ROOT)
+SCRIPT = os.path.join(ROOT, "benchmarks", "triton_static.py")
+_spec = importlib.util.spec_from_file_location("triton_static", SCRIPT)
+triton_static = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(triton_static)
+report_violations = triton_static.report_violations
 COMMITTED = os.path.join(ROOT, "benchmarks", "results", "triton_static_sm90.json")
 KEYS = {"kernel", "dtype", "d", "dg", "C", "config", "default", "registers", "spill_bytes",
         "shared_bytes", "wgmma", "ex2", "replication"}
@@ -37,12 +42,12 @@ def defaults(rows):
 
 
 def defaults_report(tmp_path, arch: int):
-    """(rows, subprocess result) of ``_aot --arch ARCH --json --defaults-only``, compiled
-    in a process without ``TRITON_INTERPRET``."""
+    """(rows, subprocess result) of ``triton_static.py --arch ARCH --json --defaults-only``,
+    compiled in a process without ``TRITON_INTERPRET``."""
     path = tmp_path / f"report{arch}.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ggnet_fast.backends.triton._aot", "--arch", str(arch), "--json",
+        [sys.executable, SCRIPT, "--arch", str(arch), "--json",
          str(path), "--defaults-only", "--jobs", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     return json.loads(path.read_text()), proc
@@ -66,7 +71,7 @@ def test_every_default_configuration_fits_sm90(tmp_path):
             left.append(line)
     assert not left, "\n".join(left)
     # each score computed once per program (no tile replicated over warps: see
-    # spatial_kernels.py, "Backward tiles") in the bf16 defaults at C = 256 of the
+    # tile_policy.py, "Backward tiles") in the bf16 defaults at C = 256 of the
     # inference forward (C in one chunk), dq and dkv, but for the known case; elsewhere
     # at most 4 times.  And >= 64 rows per program at C = 256 (L2 traffic ~ 1 / rows).
     for key, r in found.items():

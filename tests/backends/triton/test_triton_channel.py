@@ -16,11 +16,12 @@ from contract import (CHANNEL_NAMES, assert_matches_float64, channel_inputs,
                       channel_reference, grads_of, tolerance)
 from ggnet_fast import guided_channel_attention
 from ggnet_fast.backends import get_backend, record_dispatch
-from ggnet_fast.backends.triton import _config
+from ggnet_fast.backends.triton import runtime
 from ggnet_fast.backends.triton import channel_kernels as tchannel
+import repo_paths
 
 pytestmark = pytest.mark.skipif(
-    not (torch.cuda.is_available() or _config.INTERPRET),
+    not (torch.cuda.is_available() or runtime.INTERPRET),
     reason="needs a CUDA device or TRITON_INTERPRET=1")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,13 +61,13 @@ def test_unsupported_reasons():
     assert "C = 4096" in tb.unsupported("channel", "cuda", torch.float16,
                                         {**opts, "shape": {"B": 1, "C": 4096, "N": 10}})
     assert "unknown operator" in tb.unsupported("nope", "cuda", torch.float16, opts)
-    if _config.INTERPRET:
+    if runtime.INTERPRET:
         assert "bfloat16" in tb.unsupported("channel", "cpu", torch.bfloat16, opts)
 
 
 def test_explicit_request_the_backend_cannot_run_raises():
     """Interpreted: bfloat16 is refused; compiled (GPU): CPU tensors are refused."""
-    if _config.INTERPRET:
+    if runtime.INTERPRET:
         y, g = channel_inputs((1, 5, 9), torch.bfloat16)
         match = "bfloat16"
     else:
@@ -84,7 +85,8 @@ def test_kernels_compile_for_hopper_and_ampere_without_a_gpu():
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
-        [sys.executable, "-m", "ggnet_fast.backends.triton._aot", "--arch", "90,80", "--op",
-         "channel", "--dims", "1,1,40"], env=env, capture_output=True, text=True, timeout=900)
+        [sys.executable, str(repo_paths.ROOT / "benchmarks" / "triton_static.py"), "--arch",
+         "90,80", "--op", "channel", "--dims", "1,1,40"], env=env, capture_output=True,
+        text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("shared=") == 13 * 2, proc.stdout

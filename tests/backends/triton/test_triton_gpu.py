@@ -8,17 +8,11 @@ import pytest
 import torch
 
 from conftest import requires_cuda
+from contract import SPATIAL_NAMES, rel_err
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
 from ggnet_fast.backends import record_dispatch, reference
 
 pytestmark = requires_cuda
-
-NAMES = ("theta", "phi", "eta", "rho", "mu")
-
-
-def rel(x, y):
-    x, y = x.detach().double(), y.detach().double()
-    return float((x - y).norm() / y.norm().clamp_min(1e-300))
 
 
 def agreeing_inputs(batch, n, d, dg, c, dtype, spread=1.0):
@@ -43,8 +37,8 @@ def spatial_errors(inputs, out_dtype=torch.float32):
     ref = reference.spatial(*rs, combine="product", out_dtype=torch.float64)
     ref.backward(dout)
     mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
-    delta_err = rel(out.double() - mean_mu, ref - mean_mu)
-    return delta_err, {n: rel(t.grad, r.grad) for n, t, r in zip(NAMES, ts, rs)}
+    delta_err = rel_err(out.double() - mean_mu, ref - mean_mu)
+    return delta_err, {n: rel_err(t.grad, r.grad) for n, t, r in zip(SPATIAL_NAMES, ts, rs)}
 
 
 @pytest.mark.parametrize("n,d,dg,c", [(32 * 32, 32, 32, 64), (23 * 17, 12, 7, 10),
@@ -69,7 +63,7 @@ def test_spatial_larger_n_autotuned(seed, dtype, tol_delta, tol_grad):
         ref = reference.spatial(*(x.double() for x in inputs), combine="product",
                                 out_dtype=torch.float64)
         mean_mu = inputs[4].double().mean(dim=1, keepdim=True)
-        tol_delta += 4 * rel(ref.float().double() - mean_mu, ref - mean_mu)
+        tol_delta += 4 * rel_err(ref.float().double() - mean_mu, ref - mean_mu)
     assert delta_err < tol_delta, f"delta rel err {delta_err:.2e} seed={seed}"
     for name, err in grad_errs.items():
         assert err < tol_grad, f"d{name} rel err {err:.2e} seed={seed}"
@@ -91,7 +85,7 @@ def test_spatial_r_variants_agree_on_gpu(seed, monkeypatch):
     for mode in ("o2", "pass"):
         monkeypatch.setattr(spatial_kernels, "R_MODE", mode)
         _, grads[mode] = spatial_errors(inputs)
-    for name in NAMES:
+    for name in SPATIAL_NAMES:
         assert grads["o2"][name] < 1e-2 and grads["pass"][name] < 1e-2, f"d{name} seed={seed}"
 
 
@@ -131,10 +125,10 @@ def test_channel_bf16(seed, combine, stabilize, c, n):
                             out_dtype=torch.float64)
     ref.backward(dout)
     mean_y = y.double().mean(dim=1, keepdim=True)
-    err = rel(out.double() - mean_y, ref - mean_y)
+    err = rel_err(out.double() - mean_y, ref - mean_y)
     assert err < 1e-2, f"delta rel err {err:.2e} seed={seed}"
-    assert rel(yt.grad, yr.grad) < 3e-2, f"dy seed={seed}"
-    assert rel(gt.grad, gr.grad) < 3e-2, f"dg seed={seed}"
+    assert rel_err(yt.grad, yr.grad) < 3e-2, f"dy seed={seed}"
+    assert rel_err(gt.grad, gr.grad) < 3e-2, f"dg seed={seed}"
 
 
 def test_inductor_compile_fullgraph(seed):
@@ -149,4 +143,4 @@ def test_inductor_compile_fullgraph(seed):
     f(*a).square().sum().backward()
     compiled(*b).square().sum().backward()
     for x, y in zip(a, b):
-        assert rel(y.grad, x.grad) < 1e-5, f"seed={seed}"
+        assert rel_err(y.grad, x.grad) < 1e-5, f"seed={seed}"

@@ -27,9 +27,9 @@ import torch
 from contract import CONTRACT_TOL, SPATIAL_NAMES, grads_of, rel_err, spatial_reference
 from ggnet_fast import guided_spatial_attention
 from ggnet_fast.backends import record_dispatch
-from ggnet_fast.backends.triton import _config
+from ggnet_fast.backends.triton import runtime
 
-pytestmark = pytest.mark.skipif(not (_config.INTERPRET or torch.cuda.is_available()),
+pytestmark = pytest.mark.skipif(not (runtime.INTERPRET or torch.cuda.is_available()),
                                 reason="needs TRITON_INTERPRET=1 or a CUDA device")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FWD_TOL, GRAD_TOL = CONTRACT_TOL[("spatial", torch.float16)]

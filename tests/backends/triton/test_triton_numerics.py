@@ -2,7 +2,7 @@
 
 Item 1 of issue 11: at N = 4096 the weights p ~ 1/N^2 and p dp ~ 1/N^3 are far below
 float16's smallest normal number; the kernels scale them by powers of two before every
-16-bit rounding (``_config.W_SCALE``, ``row_scaled``, ``spatial_kernels._scaled_rounding``)
+16-bit rounding (``kernel_math.W_SCALE``, ``row_scaled``, ``spatial_kernels._scaled_rounding``)
 and sum exactly the rounded values they multiply.  The float16 case runs the kernels
 under the interpreter (whose float16 casts are exact numpy float16, subnormals included).
 
@@ -27,13 +27,13 @@ import torch
 from contract import SPATIAL_NAMES, rel_err
 from ggnet_fast import guided_spatial_attention
 from ggnet_fast.backends import record_dispatch, reference
-from ggnet_fast.backends.triton import _config
+from ggnet_fast.backends.triton import runtime
 from ggnet_fast.backends.triton import spatial_kernels as tspatial
 from triton_emulation import Model
 from triton_emulation import spatial as emulate
 
 interpreted = pytest.mark.skipif(
-    not (_config.INTERPRET or torch.cuda.is_available()),
+    not (runtime.INTERPRET or torch.cuda.is_available()),
     reason="needs TRITON_INTERPRET=1 or a CUDA device")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -179,7 +179,7 @@ def test_bfloat16_rounding_points_at_realistic_n(n, sigmas):
 
 
 def test_float32_policy_accuracy():
-    """float32 inputs run TF32 products (``_config.dot_precision``: IEEE and tf32x3 do not
+    """float32 inputs run TF32 products (``runtime.dot_precision``: IEEE and tf32x3 do not
     fit H100/H200 at d = 256): delta and every gradient within the 16-bit contract's 1e-2
     at N = 64x64 (measured ~1e-3 and ~4e-3)."""
     err, allowance, grad_errs = _emulated_errors(torch.float32, "tf32", 64 * 64, 1.0, 5)

@@ -20,11 +20,12 @@ from contract import (SPATIAL_NAMES, assert_matches_float64, rel_err, spatial_in
                       spatial_reference, tolerance)
 from ggnet_fast import guided_spatial_attention
 from ggnet_fast.backends import get_backend, record_dispatch, reference
-from ggnet_fast.backends.triton import _config
+from ggnet_fast.backends.triton import runtime, tile_policy
 from ggnet_fast.backends.triton import spatial_kernels as tspatial
+import repo_paths
 
 pytestmark = pytest.mark.skipif(
-    not (torch.cuda.is_available() or _config.INTERPRET),
+    not (torch.cuda.is_available() or runtime.INTERPRET),
     reason="needs a CUDA device or TRITON_INTERPRET=1")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -122,10 +123,10 @@ def test_small_tiles_multiple_c_chunks(seed, monkeypatch):
 
 #: (kernel name, class, default configuration dict) of every GPU tile list.
 DEFAULT_TILES = [(name, cls, rows[0])
-                 for name, lists in (("_lse_kernel", tspatial._LSE_TILES),
-                                     ("_fwd_kernel", tspatial._FWD_TILES),
-                                     ("_bwd_dq_kernel", tspatial._DQ_TILES),
-                                     ("_bwd_dkv_kernel", tspatial._DKV_TILES))
+                 for name, lists in (("_lse_kernel", tile_policy.LSE_TILES),
+                                     ("_fwd_kernel", tile_policy.FWD_TILES),
+                                     ("_bwd_dq_kernel", tile_policy.DQ_TILES),
+                                     ("_bwd_dkv_kernel", tile_policy.DKV_TILES))
                  for cls, rows in lists.items()]
 
 
@@ -195,7 +196,7 @@ def test_unsupported_reasons():
     assert "C = 4096" in tb.unsupported(
         "spatial", "cuda", torch.float16, {**opts, "shape": {"d": 4, "dg": 4, "C": 4096}})
     assert "device type" in tb.unsupported("spatial", "mps", torch.float32, opts)
-    if _config.INTERPRET:
+    if runtime.INTERPRET:
         assert tb.unsupported("spatial", "cpu", torch.float32, opts) is None
         assert "bfloat16" in tb.unsupported("spatial", "cpu", torch.bfloat16, opts)
     else:
@@ -214,8 +215,9 @@ def _compile_for_gpu(op, dims):
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.run(
-        [sys.executable, "-m", "ggnet_fast.backends.triton._aot", "--arch", "90,80", "--op", op,
-         "--dims", dims], env=env, capture_output=True, text=True, timeout=900)
+        [sys.executable, str(repo_paths.ROOT / "benchmarks" / "triton_static.py"), "--arch",
+         "90,80", "--op", op, "--dims", dims], env=env, capture_output=True, text=True,
+        timeout=900)
 
 
 def test_kernels_compile_for_hopper_and_ampere_without_a_gpu():

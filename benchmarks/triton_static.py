@@ -6,12 +6,12 @@ kernel that the GPU compiler rejects (an unsupported dot shape or dtype mix, a t
 error in a branch) would pass every CPU test.  This module lowers each kernel through
 Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin with the bundled ptxas)
 for ``GPUTarget("cuda", arch, 32)`` and reports shared memory, registers, spills and
-the number of Hopper ``wgmma`` instructions, with the ``tl.dot`` precision each dtype
-really uses (``_config.dot_precision``: TF32 for float32).
+the number of Hopper ``wgmma`` instructions, with the ``tl.dot`` precision the kernels
+really use (``runtime.dot_precision``: TF32, for float32 too).
 
-    python -m ggnet_fast.backends.triton._aot --arch 90,80 [--op spatial|channel]
+    python benchmarks/triton_static.py --arch 90,80 [--op spatial|channel]
         [--dims D,DG,C] [--dtype bf16|fp16|fp32] [--all-configs]
-    python -m ggnet_fast.backends.triton._aot --arch 90 --json PATH [--jobs N]
+    python benchmarks/triton_static.py --arch 90 --json PATH [--jobs N]
         [--dtypes bf16,fp16,fp32] [--dims-list 32,64,128,256] [--c-list 256,512]
         [--defaults-only]
 
@@ -23,19 +23,24 @@ instructions in the compiled code; ``replication``: how many times a program com
 each score of its tile, from ``ex2``: 1, or 2-8 where Triton's layout gives several warps
 the same scores); forward kernels have ``fwd`` in their name, the ``combine="joint"``
 kernels (``joint_kernels.py``) start with ``joint_``.  Must run with
-``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition time).
+``TRITON_INTERPRET`` unset (``@triton.jit`` reads it at definition time).  The committed
+report is ``benchmarks/results/triton_static_sm90.json``; the kernels live in
+``ggnet_fast/backends/triton/`` (their tile lists in ``tile_policy.py``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 #: What a GPU with this compute capability allows per block (bytes of shared memory).
 SMEM_LIMIT = {90: 227 * 1024, 80: 163 * 1024}
@@ -107,25 +112,18 @@ def compile_kernel(kernel, pointers: dict, scalars: dict, constexprs: dict, conf
             "ex2": len(re.findall(r"\bex2\.approx", ptx))}
 
 
-def precision_of(dtype: str) -> str:
-    """The ``tl.dot`` input precision the launchers pass for this dtype (torch defaults)."""
-    import torch
-
-    from ._config import dot_precision
-    return dot_precision(getattr(torch, _TORCH_DTYPE[dtype]))
-
-
 def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True,
                  prec: str | None = None) -> list:
     """(label, kernel, pointer dtypes, scalar types, constexprs) for the spatial kernels,
     each specialised as the launcher specialises it for ``dtype``; ``no_grad_fwd`` adds
     the forward without the o2 accumulator (inference) to the training one."""
-    from . import spatial_kernels as sk
-    from ._config import block
+    from ggnet_fast.backends.triton import joint_kernels as jk
+    from ggnet_fast.backends.triton import spatial_kernels as sk
+    from ggnet_fast.backends.triton.runtime import block, dot_precision
     scalars = dict(N="i32", D="i32", DG="i32", C="i32", DT="i32")
     io = dict(Q=dtype, K=dtype, MU=dtype)
     f32 = "fp32"
-    prec = prec or precision_of(dtype)
+    prec = prec or dot_precision()
     row_scale = dtype == "fp16"
     bwd = dict(BLOCK_D=block(d), BLOCK_DG=block(dg), BLOCK_C=block(c), ROW_SCALE=row_scale,
                PREC=prec)
@@ -144,7 +142,6 @@ def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True,
          dict(**io, DOL=dtype, DSC=f32, DMUB=f32, STATS=f32, BST=f32, DPH=dtype, DRH=dtype,
               DMU=dtype), scalars, bwd),
     ]
-    from . import joint_kernels as jk
     joint = dict(BLOCK_K=block(d + dg), BLOCK_C=block(c), ROW_SCALE=row_scale, PREC=prec)
     grads = dict(DOS=dtype, DSC=f32, LSE=f32, DV=f32)
     jobs += [
@@ -158,11 +155,10 @@ def spatial_jobs(dtype: str, d: int, dg: int, c: int, no_grad_fwd: bool = True,
 
 
 def channel_jobs(dtype: str, c: int) -> list:
-    from . import channel_kernels as ck
-    from ._config import block
+    from ggnet_fast.backends.triton import channel_kernels as ck
+    from ggnet_fast.backends.triton.runtime import block, dot_precision
     f32 = "fp32"
-    prec = precision_of(dtype)
-    prec32 = precision_of("fp32")
+    prec = dot_precision()
     cc = dict(C="i32", scale="fp32")
     cn = dict(C="i32", N="i32")
     strides = dict(C="i32", N="i32", sw1r="i32", sw1k="i32", sw2r="i32", sw2k="i32")
@@ -185,7 +181,7 @@ def channel_jobs(dtype: str, c: int) -> list:
     ]
     for matmul in (False, True):
         for maxminus in (False, True):
-            flags = dict(BLOCK_C=block(c), MATMUL=matmul, MAXMINUS=maxminus, PREC=prec32)
+            flags = dict(BLOCK_C=block(c), MATMUL=matmul, MAXMINUS=maxminus, PREC=prec)
             tag = f"{'matmul' if matmul else 'product'}{'-maxminus' if maxminus else ''}"
             jobs.append((f"map[{tag}]", ck._map_kernel, maps, cc, flags))
             jobs.append((f"map_bwd[{tag}]", ck._map_bwd_kernel,
@@ -202,7 +198,7 @@ def _configs_for(kernel, dtype: str, d: int, dg: int, c: int, consts: dict,
 
     import torch
 
-    from ._config import autotune_candidates
+    from ggnet_fast.backends.triton.runtime import autotune_candidates
     like = types.SimpleNamespace(dtype=getattr(torch, _TORCH_DTYPE[dtype]))
     return autotune_candidates(kernel, dict(N=4096, D=d, DG=dg, C=c, Q=like, Y1=like, ARCH=arch,
                                             **consts))
@@ -221,11 +217,11 @@ def run(arch: int, op: str, dims: tuple[int, int, int], all_configs: bool, dtype
 
 def _compile_one(kernel, pointers, scalars, consts, config, arch, dims):
     """``dims`` = (d, dg, C): the integer arguments' values (N = 4096)."""
-    from .spatial_kernels import _c_block
+    from ggnet_fast.backends.triton.tile_policy import c_block
     d, dg, c = dims
     extra = {}
     if "C_SPLIT" in config.kwargs:  # the heuristic's BLOCK_C
-        extra["BLOCK_C"] = _c_block(c, config.kwargs["C_SPLIT"])
+        extra["BLOCK_C"] = c_block(c, config.kwargs["C_SPLIT"])
     values = dict(N=4096, D=d, DG=dg, C=c, DT=d + dg)
     try:
         return compile_kernel(kernel, pointers, scalars, {**consts, **extra}, config, arch,
@@ -373,4 +369,5 @@ def _text_report(arch, op, dims, all_configs, dtype) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # this checkout's ggnet_fast
     sys.exit(main())

@@ -1,10 +1,11 @@
-"""Shared pieces of the Triton backend: interpreter detection, tile configurations,
-matmul precision and the accurate ``expm1`` used by both operators.
+"""Runtime plumbing of the Triton backend: interpreter detection, the autotune switch,
+matmul precision, padded tile widths, and the ``triton.autotune`` arguments built from
+the tile lists of ``tile_policy.py``.
 
 Under ``TRITON_INTERPRET=1`` (CPU tests) there is exactly one configuration per kernel
 with large tiles: the interpreter cannot autotune (its benchmark needs a driver) and its
 cost grows with the number of programs and loop iterations, not with FLOPs.  On a GPU
-the configurations below are autotuned per problem shape; configurations that do not fit
+the configurations are autotuned per problem shape; configurations that do not fit
 (shared memory / registers) are skipped by the autotuner.
 """
 from __future__ import annotations
@@ -13,9 +14,14 @@ import os
 
 import torch
 import triton
-import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+#: ``GGNET_TRITON_AUTOTUNE=0`` (read at import): no autotuning on a GPU; every kernel
+#: runs the first configuration of its list for the problem (the ``default`` column of
+#: the static report ``benchmarks/triton_static.py --json``).  For correctness runs: no
+#: timing launches.
+AUTOTUNE = os.environ.get("GGNET_TRITON_AUTOTUNE", "1") not in ("", "0")
 
 #: Smallest tile edge: ``tl.dot`` needs every dimension >= 16 on tensor cores.
 MIN_BLOCK = 16
@@ -26,8 +32,8 @@ def block(n: int, lo: int = MIN_BLOCK) -> int:
     return max(lo, triton.next_power_of_2(int(n)))
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """``tl.dot`` input precision for inputs of ``dtype``: always "tf32".
+def dot_precision() -> str:
+    """``tl.dot`` input precision of every kernel, whatever the input dtype: "tf32".
 
     Half inputs: exact products (the setting is ignored).  float32 inputs: TF32 products
     whatever ``torch.set_float32_matmul_precision`` says, an explicit rule of this
@@ -37,7 +43,6 @@ def dot_precision(dtype: torch.dtype) -> str:
     launch on H100/H200 at d = dg = C = 256.  TF32 costs accuracy: delta and gradient
     errors of ~1e-3 to 5e-3 relative at N = 64x64 (the 16-bit contract, not float32's).
     """
-    del dtype  # one rule for every dtype; kept for the call sites' clarity
     return "tf32"
 
 
@@ -53,12 +58,6 @@ def configs(gpu: list[dict], interpret: dict) -> list[triton.Config]:
         warps, stages = c.pop("num_warps", 4), c.pop("num_stages", 2)
         out.append(triton.Config(c, num_warps=warps, num_stages=stages))
     return out
-
-
-#: ``GGNET_TRITON_AUTOTUNE=0`` (read at import): no autotuning on a GPU; every kernel
-#: runs the first configuration of its list for the problem (the ``default`` column of
-#: the static report ``_aot.py --json``).  For correctness runs: no timing launches.
-AUTOTUNE = os.environ.get("GGNET_TRITON_AUTOTUNE", "1") not in ("", "0")
 
 
 def target_arch(args: dict) -> int:
@@ -121,60 +120,3 @@ def autotune_candidates(kernel, args: dict) -> list[triton.Config]:
     arguments ``args`` (by name), default first."""
     prune = getattr(kernel, "early_config_prune", None)
     return prune(kernel.configs, args) if prune is not None else list(kernel.configs)
-
-
-#: Power-of-two factor applied to the spatial weights e = expm1(p) <= e - 1 and
-#: w = p exp(p) <= e before their 16-bit rounding (undone on the float32 accumulators).
-#: p ~ 1/N^2 at N = 4096 is 6e-8, below float16's smallest normal (6.1e-5); times 2^14
-#: every p >= 2^-28 stays normal and the largest weight (2.72 * 2^14) stays below the
-#: float16 maximum 65504.  Exact and free for bfloat16/float32 (folded into constants).
-W_SCALE = tl.constexpr(16384.0)
-
-
-@triton.jit
-def expm1_unit(x):
-    """``exp(x) - 1`` for ``x`` in [0, 1] with full relative precision, no exponential.
-
-    Taylor polynomial of degree 10 in Horner form: the truncation error is below
-    ``x**11 / 11! * e < 7e-8`` (relative to ``expm1(x) >= x`` it is < 7e-8 at x = 1 and
-    smaller for smaller x), and Horner keeps the relative rounding error at a few ulps
-    for tiny x, where ``exp(x) - 1`` would lose every digit.  Costs 10 FMAs and no
-    MUFU instruction (the exponential units are the scarce resource at small d).
-    """
-    return expm1_unit_scaled(x, 1.0, False)
-
-
-@triton.jit
-def expm1_unit_scaled(x, scale: tl.constexpr, SHORT: tl.constexpr):
-    """``scale * expm1(x)`` for x in [0, 1]: ``expm1_unit`` with every coefficient
-    multiplied by the compile-time ``scale`` (no extra instruction).  ``SHORT``: degree 7
-    (7 FMAs), for weights rounded to 16 bits or TF32 right after: truncation below
-    ``x^8 / 8! * e / (e - 1) < 4e-5`` relative at x = 1 (far smaller for the typical
-    p ~ 1/N^2), under their 2^-11 rounding."""
-    if SHORT:
-        r = scale * (1.0 / 5040.0)
-    else:
-        r = scale * (1.0 / 3628800.0)
-        r = scale * (1.0 / 362880.0) + x * r
-        r = scale * (1.0 / 40320.0) + x * r
-        r = scale * (1.0 / 5040.0) + x * r
-    r = scale * (1.0 / 720.0) + x * r
-    r = scale * (1.0 / 120.0) + x * r
-    r = scale * (1.0 / 24.0) + x * r
-    r = scale * (1.0 / 6.0) + x * r
-    r = scale * 0.5 + x * r
-    r = scale + x * r
-    return x * r
-
-
-@triton.jit
-def row_scaled(w, acc, sc):
-    """Per-row power-of-two scaling of a float16 MMA operand ``w`` [R, K] whose rows are
-    the accumulator ``acc``'s rows: returns ``(w * new, acc * new / sc, new)`` with
-    ``new = min(sc, 2^floor(log2(2^14 / rowmax|w|)))``, non-increasing along the loop,
-    so the ratio is <= 1 and exact.  Rows of ``w * new`` stay below 2^15 < 65504 and
-    their large entries normal; the caller divides its accumulator by the last scale.
-    Start from ``sc = 2^64`` (all-zero rows keep it)."""
-    m = tl.maximum(tl.max(tl.abs(w), 1), 5.421010862427522e-20)  # 2^-64
-    new = tl.minimum(sc, tl.exp2(tl.floor(tl.log2(16384.0 / m))))
-    return w * new[:, None], acc * (new / sc)[:, None], new
