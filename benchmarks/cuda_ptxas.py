@@ -155,8 +155,8 @@ def occupancy_rows(rows: list[dict], arch: str) -> list[dict]:
 
 
 def markdown(rows: list[dict], occupancy: list[dict]) -> str:
-    lines = ["| source | kernel | registers | spill stores / loads (B) | stack (B) | static smem (B) |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| source | kernel | registers | spill stores / loads (B) | stack (B) "
+             "| static smem (B) |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['source']} | `{r['kernel']}` | {r['registers']} | "
                      f"{r['spill_stores']} / {r['spill_loads']} | {r['stack_bytes']} | "
@@ -166,7 +166,8 @@ def markdown(rows: list[dict], occupancy: list[dict]) -> str:
                   f"blocks (x {WMMA_WARPS} warps) per SM |", "|---|---:|---:|---:|---:|---:|"]
         for o in occupancy:
             lines.append(f"| `{o['kernel']}` | {o['d']} | {o['C']} | "
-                         f"{o['dynamic_smem'] / 1024:.1f} | {o['registers']} | {o['blocks_per_sm']} |")
+                         f"{o['dynamic_smem'] / 1024:.1f} | {o['registers']} | "
+                         f"{o['blocks_per_sm']} |")
     return "\n".join(lines) + "\n"
 
 

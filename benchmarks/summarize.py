@@ -42,7 +42,8 @@ def summarize(path: str, matmul_tflops: float | None) -> str:
             "flops": info.get("flops"),
         }
     lines = [f"Device: {device}", ""]
-    header = "| op | B | N | d | dg | C | mode | provider | median ms | vs best baseline | peak extra | TFLOP/s |"
+    header = ("| op | B | N | d | dg | C | mode | provider | median ms | vs best baseline "
+              "| peak extra | TFLOP/s |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for key in sorted(cases, key=lambda k: tuple(str(x) for x in k)):
         provs = cases[key]

@@ -34,8 +34,14 @@ def run_bench(device: str = "cpu", repeats: int = 5) -> list[dict]:
     results = []
     print(f"device {dev}, dtype {dtype}, B={b} N={n} C={c}, median of {repeats}")
     for name in available_backends():
-        for op, fn in (("spatial", lambda: guided_spatial_attention(*x, backend=name)),
-                       ("channel", lambda: guided_channel_attention(y, g, scale=1.0 / n, backend=name))):
+        # Both closures are timed within this iteration; the default binds ``name`` explicitly.
+        def spatial(name=name):
+            return guided_spatial_attention(*x, backend=name)
+
+        def channel(name=name):
+            return guided_channel_attention(y, g, scale=1.0 / n, backend=name)
+
+        for op, fn in (("spatial", spatial), ("channel", channel)):
             try:
                 with torch.no_grad():
                     t = _time(fn, repeats, dev)

@@ -80,6 +80,7 @@ def dense_crf(image: np.ndarray, prob: np.ndarray, *, iterations: int = 5,
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(np.stack([1 - p, p]))))
     crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
     crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb,
-                             rgbim=np.array(img, dtype=np.uint8, order="C"), compat=bilateral_compat)
+                             rgbim=np.array(img, dtype=np.uint8, order="C"),
+                             compat=bilateral_compat)
     q = np.array(crf.inference(iterations), dtype=np.float32).reshape(2, h, w)
     return q[1]

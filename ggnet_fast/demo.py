@@ -52,7 +52,8 @@ def _central_blob(shape, area_fraction: float) -> np.ndarray:
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w]
     # ellipse with the image's aspect ratio and the requested area
-    a, b = np.sqrt(area_fraction * h * w / np.pi * (w / h)), np.sqrt(area_fraction * h * w / np.pi * (h / w))
+    a = np.sqrt(area_fraction * h * w / np.pi * (w / h))
+    b = np.sqrt(area_fraction * h * w / np.pi * (h / w))
     return ((((xx - (w - 1) / 2) / a) ** 2 + ((yy - (h - 1) / 2) / b) ** 2) <= 1).astype(np.uint8)
 
 
@@ -62,7 +63,8 @@ def run_demo(out_dir: str = "ggnet_demo", *, quick: bool = False, steps: int | N
     """Train, evaluate, write ``out_dir/{metrics.md, per_image.csv, overlays/, run/}``;
     returns ``{"table": str, "dice": {...}}`` and prints the table."""
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise FileExistsError(f"demo folder {out_dir} is not empty; pass --overwrite or another --out")
+        raise FileExistsError(f"demo folder {out_dir} is not empty; "
+                              "pass --overwrite or another --out")
     os.makedirs(out_dir, exist_ok=True)
     if crf:
         from .crf import crf_available
@@ -72,8 +74,9 @@ def run_demo(out_dir: str = "ggnet_demo", *, quick: bool = False, steps: int | N
     cfg = demo_config(os.path.join(out_dir, "run"), quick, steps, n_images)
     cfg.progress = progress
     trainer = Trainer(cfg, overwrite=True)
-    print(f"demo: training a {cfg.backbone} GG-Net for {trainer.schedule.total_steps} iterations on "
-          f"{len(trainer.splits['train'])} synthetic images ({cfg.image_size}x{cfg.image_size})",
+    print(f"demo: training a {cfg.backbone} GG-Net for {trainer.schedule.total_steps} "
+          f"iterations on {len(trainer.splits['train'])} synthetic images "
+          f"({cfg.image_size}x{cfg.image_size})",
           flush=True)
     summary = trainer.fit()
     return demo_report(out_dir, cfg, trainer.source, trainer.splits, summary, crf=crf,
@@ -92,9 +95,9 @@ def demo_report(out_dir: str, cfg: TrainConfig, source, splits, summary: dict, *
     variants.append(("GG-Net (no CRF)", False))
     for label, use_crf in variants:
         pred = Predictor(model, cfg.image_size, "cpu", crf=use_crf, crf_params=crf_params)
-        rows[label] = evaluate_source(
-            pred, source, test, overlay_dir=os.path.join(out_dir, "overlays") if label == variants[0][0] else None,
-            overlays=12, progress=progress, desc=label)
+        overlay_dir = os.path.join(out_dir, "overlays") if label == variants[0][0] else None
+        rows[label] = evaluate_source(pred, source, test, overlay_dir=overlay_dir,
+                                      overlays=12, progress=progress, desc=label)
     train_area = float(np.mean([source[i].mask.mean() for i in splits["train"][:100]]))
     samples = [source[i] for i in test]
     rows["trivial: all background"] = [
@@ -118,5 +121,6 @@ def demo_report(out_dir: str, cfg: TrainConfig, source, splits, summary: dict, *
     print(f"Dice on held-out synthetic images: {best} {dice[best]:.3f}; trivial all-background "
           f"{dice['trivial: all background']:.3f}; trivial central ellipse "
           f"{dice['trivial: central ellipse']:.3f}")
-    print(f"written: {out_dir}/metrics.md, {out_dir}/per_image.csv, {out_dir}/overlays/", flush=True)
+    print(f"written: {out_dir}/metrics.md, {out_dir}/per_image.csv, {out_dir}/overlays/",
+          flush=True)
     return {"table": text, "dice": dice, "summary": summary}

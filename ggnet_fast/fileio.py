@@ -168,8 +168,9 @@ def run_folders(root: str) -> list[str]:
     else its sub-folders that do (``fold0/``, ``fold1/``... of ``--fold all``), sorted."""
     if os.path.isfile(os.path.join(root, "config.json")):
         return [root]
-    subs = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json"))) \
-        if os.path.isdir(root) else []
+    subs = (sorted(d for d in os.listdir(root)
+                   if os.path.isfile(os.path.join(root, d, "config.json")))
+            if os.path.isdir(root) else [])
     if not subs:
         raise FileNotFoundError(f"{root} holds neither config.json nor run folders with one")
     return [os.path.join(root, d) for d in subs]

@@ -70,7 +70,8 @@ def boundary(mask: np.ndarray) -> np.ndarray:
 
 
 def boundary_distances(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distances (pixels) from each boundary pixel of ``pred`` to the boundary of ``gt`` and back."""
+    """Distances (pixels) from each boundary pixel of ``pred`` to the boundary of ``gt``, and
+    back."""
     bp, bg = boundary(pred), boundary(gt)
     d_to_g = ndimage.distance_transform_edt(~bg)
     d_to_p = ndimage.distance_transform_edt(~bp)

@@ -65,7 +65,8 @@ def test_empty_prediction():
 def test_empty_ground_truth():
     empty = np.zeros((20, 20), np.uint8)
     both = binary_metrics(empty, empty)
-    assert all(both[k] == 1.0 for k in ("dice", "jaccard", "recall", "precision", "specificity", "accuracy"))
+    assert all(both[k] == 1.0
+               for k in ("dice", "jaccard", "recall", "precision", "specificity", "accuracy"))
     assert both["hd"] == 0.0 and both["abd"] == 0.0
     fp = binary_metrics(_square((20, 20), 0, 0, 2), empty)
     assert fp["dice"] == 0.0 and fp["recall"] == 0.0 and fp["precision"] == 0.0
@@ -96,7 +97,8 @@ def test_matches_brute_force_on_random_blobs(seed):
         pa, pb = bnd(a), bnd(b)
         d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
         assert m["hd"] == pytest.approx(max(d.min(1).max(), d.min(0).max())), seed
-        assert m["abd"] == pytest.approx((d.min(1).sum() + d.min(0).sum()) / (len(pa) + len(pb))), seed
+        abd = (d.min(1).sum() + d.min(0).sum()) / (len(pa) + len(pb))
+        assert m["abd"] == pytest.approx(abd), seed
         tp = (a & b).sum()
         assert m["dice"] == pytest.approx(2 * tp / (a.sum() + b.sum())), seed
 
@@ -118,7 +120,8 @@ def test_hausdorff_matches_monai(seed):
 def test_per_image_rows_and_aggregation():
     gt = _square((20, 20), 5, 5, 4)
     rows = [{"name": "a", **binary_metrics(torch.from_numpy(gt), torch.from_numpy(gt))},
-            {"name": "b", **binary_metrics(torch.from_numpy(np.zeros_like(gt)), torch.from_numpy(gt))}]
+            {"name": "b",
+             **binary_metrics(torch.from_numpy(np.zeros_like(gt)), torch.from_numpy(gt))}]
     agg = summarize(rows)
     assert agg["dice"]["mean"] == pytest.approx(0.5) and agg["dice"]["std"] == pytest.approx(0.5)
     assert agg["hd"]["n"] == 1 and agg["hd"]["undefined"] == 1 and agg["hd"]["mean"] == 0.0

@@ -1,7 +1,8 @@
 """The reference backend: plain PyTorch, materialising the N x N / C x C maps.
 
-This is the definition every other backend is tested against (``docs/kernels.md``).  It computes in float32 for float16/bfloat16/float32
-inputs and in float64 for float64 inputs, with autocast disabled, and uses the
+This is the definition every other backend is tested against (``docs/kernels.md``).  It
+computes in float32 for float16/bfloat16/float32 inputs and in float64 for float64 inputs,
+with autocast disabled, and uses the
 ``expm1`` form of the outer softmax, so its half-precision results keep the small
 attention modulation that a plain ``softmax`` in the input dtype rounds away:
 

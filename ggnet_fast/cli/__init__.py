@@ -23,6 +23,9 @@ import sys
 from . import arguments
 from .commands import config_from_args
 
+# ``config_from_args`` is re-exported: the tests build a TrainConfig from parsed arguments.
+__all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
+
 EPILOG = """examples:
   ggnet demo --out demo_run
       train a small GG-Net on synthetic B-mode images (CPU: about a minute of training on
@@ -49,8 +52,10 @@ def build_parser(commands=None) -> argparse.ArgumentParser:
     (default: all); the others are listed with their one-line help only, so that
     ``ggnet --help`` or ``ggnet demo ...`` imports nothing a sub-command's options need
     (the dataset, loss, model and backend registries, and with them torch)."""
+    lines = __doc__.split("\n")
+    description = __doc__.split("\n\n")[0] + "\n\n" + "\n".join(lines[2:11])
     parser = argparse.ArgumentParser(
-        prog="ggnet", description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(__doc__.split("\n")[2:11]),
+        prog="ggnet", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, add in COMMANDS.items():

@@ -43,14 +43,18 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
             else:
                 g.add_argument(spec.flag(key), dest=dest, type=type(opt.default),
                                metavar=key.upper(), help=f"{opt.help} (default {opt.default})")
-    g.add_argument("--split", choices=["kfold", "holdout"], help="k-fold CV (default) or one hold-out split")
+    g.add_argument("--split", choices=["kfold", "holdout"],
+                   help="k-fold CV (default) or one hold-out split")
     g.add_argument("--folds", type=int, help="number of CV folds (default 3, as in the paper)")
     g.add_argument("--fold", default=None,
-                   help="test fold index, or 'all' to train every fold into OUT/fold<k> (default 0)")
+                   help="test fold index, or 'all' to train every fold into OUT/fold<k> "
+                        "(default 0)")
     g.add_argument("--fold-seed", type=int, help="seed of the fold shuffle (default 42)")
     g.add_argument("--val-fraction", type=float,
-                   help="fraction of the training images kept for validation/model selection (default 0.1)")
-    g.add_argument("--test-fraction", type=float, help="hold-out split: test fraction (default 0.2)")
+                   help="fraction of the training images kept for validation/model selection "
+                        "(default 0.1)")
+    g.add_argument("--test-fraction", type=float,
+                   help="hold-out split: test fraction (default 0.2)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -63,11 +67,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{n}: {r.description}" for n, r in PRESET_TABLE.items())
                         + ". Sets model, loss and schedule (default paper).")
     g.add_argument("--variant", choices=VARIANTS, metavar="VARIANT",
-                   help=f"full (default: GG-Net), baseline (DeepLabV3+) or an ablation: {', '.join(VARIANTS)}")
+                   help="full (default: GG-Net), baseline (DeepLabV3+) or an ablation: "
+                        + ", ".join(VARIANTS))
+    other_backbones = ", ".join(b for b in BACKBONES if b != "resnext101_32x8d")
     g.add_argument("--backbone", choices=list(BACKBONES), metavar="BACKBONE",
-                   help=f"resnext101_32x8d (default, paper) or {', '.join(b for b in BACKBONES if b != 'resnext101_32x8d')}")
-    g.add_argument("--weights", help="ImageNet weights: path to a torchvision state dict (nothing is downloaded)")
-    g.add_argument("--ggb-stride", type=int, choices=[4, 8], help="feature stride of the guidance block (default: the preset's, paper 8, released 4)")
+                   help=f"resnext101_32x8d (default, paper) or {other_backbones}")
+    g.add_argument("--weights",
+                   help="ImageNet weights: path to a torchvision state dict "
+                        "(nothing is downloaded)")
+    g.add_argument("--ggb-stride", type=int, choices=[4, 8],
+                   help="feature stride of the guidance block (default: the preset's, paper 8, "
+                        "released 4)")
     _add_backend_arg(g, "attention kernel backend (default auto: the best available)", None)
     g.add_argument("--model-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="extra build_ggnet keyword (JSON value), repeatable")
@@ -95,7 +105,8 @@ def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-step-iters", type=int,
                    help="lr x0.1 at this iteration (0 = never); only with the iterations "
                         "schedule, else an error")
-    g.add_argument("--val-every", type=int, help="iterations between validations (default: one epoch)")
+    g.add_argument("--val-every", type=int,
+                   help="iterations between validations (default: one epoch)")
     g.add_argument("--early-stop", dest="early_stop_patience", type=int,
                    help="stop after this many validations without a better Dice (0 = never)")
 
@@ -114,12 +125,14 @@ def _add_execution_args(p: argparse.ArgumentParser) -> None:
                         "--out (other files are kept)")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (operational)")
     g.add_argument("--amp", choices=["auto", "on", "off"], help="mixed precision (auto = on CUDA)")
-    g.add_argument("--workers", type=int, help="data-loader worker processes (default 2; operational)")
+    g.add_argument("--workers", type=int,
+                   help="data-loader worker processes (default 2; operational)")
     g.add_argument("--seed", type=int, help="training seed (default 0)")
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms (bitwise-reproducible on the CPU)")
     g.add_argument("--ckpt-every", type=int,
-                   help="extra checkpoint every N iterations (default: at validations; operational)")
+                   help="extra checkpoint every N iterations (default: at validations; "
+                        "operational)")
     g.add_argument("--max-steps", type=int,
                    help="stop this invocation with a checkpoint at this global step (not saved "
                         "with the run: a later --resume trains to the end)")
@@ -151,7 +164,8 @@ def _add_backend_arg(p, help_text: str, default) -> None:
 def _add_inference_args(p: argparse.ArgumentParser, overwrite_help: str) -> None:
     """What eval and predict share: CRF, threshold, device, backend, --overwrite."""
     _add_crf_args(p)
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="foreground threshold (default 0.5)")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, "
                                                      "cuda, cuda:1 ...")
     _add_backend_arg(p, "attention kernel backend (default auto: the best one on --device, "
@@ -162,11 +176,11 @@ def _add_inference_args(p: argparse.ArgumentParser, overwrite_help: str) -> None
 def add_train_parser(sub, full: bool = True) -> None:
     """``ggnet train``; its options only when ``full``."""
     p = sub.add_parser("train", help="train a model (one fold, all folds, or resume a run)",
-                       description="Train GG-Net (or an ablation/baseline variant). Writes config.json, "
-                                   "last.pt/best.pt checkpoints, train_log.csv, val_log.csv and "
-                                   "TensorBoard logs (tb/, when tensorboard is installed) into --out. "
-                                   "Ctrl-C writes a checkpoint and exits 130 (resume with "
-                                   "--resume). Multi-GPU: "
+                       description="Train GG-Net (or an ablation/baseline variant). Writes "
+                                   "config.json, last.pt/best.pt checkpoints, train_log.csv, "
+                                   "val_log.csv and TensorBoard logs (tb/, when tensorboard is "
+                                   "installed) into --out. Ctrl-C writes a checkpoint and exits "
+                                   "130 (resume with --resume). Multi-GPU: "
                                    "torchrun --nproc-per-node N -m ggnet_fast.cli train ...",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=commands.cmd_train)
@@ -179,15 +193,18 @@ def add_train_parser(sub, full: bool = True) -> None:
 def add_eval_parser(sub, full: bool = True) -> None:
     """``ggnet eval``; its options only when ``full``."""
     p = sub.add_parser("eval", help="evaluate a run (or a folder of fold runs) on its test split",
-                       description="Predict each test image, resize back to its original size, apply "
-                                   "dense CRF, threshold, compute Dice/Jaccard/Recall/Precision/"
-                                   "Specificity/Accuracy/HD/ABD; write per_image.csv, metrics.md "
+                       description="Predict each test image, resize back to its original size, "
+                                   "apply dense CRF, threshold, compute "
+                                   "Dice/Jaccard/Recall/Precision/Specificity/Accuracy/HD/ABD; "
+                                   "write per_image.csv, metrics.md "
                                    "(paper Table 5 layout) and overlays/.")
     p.set_defaults(func=commands.cmd_eval)
     if not full:
         return
-    p.add_argument("--run", required=True, help="run folder (with config.json) or a folder of fold runs")
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file name in each run (default best.pt)")
+    p.add_argument("--run", required=True,
+                   help="run folder (with config.json) or a folder of fold runs")
+    p.add_argument("--checkpoint", default="best.pt",
+                   help="checkpoint file name in each run (default best.pt)")
     p.add_argument("--overlays", type=int, default=8, help="overlay pictures per fold (-1 = all)")
     p.add_argument("--out", help="report folder (default RUN/eval_crf or RUN/eval)")
     p.add_argument("--data-root", help="dataset folder, if it moved since training")
@@ -218,17 +235,18 @@ def add_predict_parser(sub, full: bool = True) -> None:
 def add_demo_parser(sub, full: bool = True) -> None:
     """``ggnet demo``; its options only when ``full``."""
     p = sub.add_parser("demo", help="train + evaluate a small GG-Net on synthetic ultrasound (CPU)",
-                       description="Generates synthetic B-mode images with exact lesion masks, trains a "
-                                   "ResNet-18 GG-Net at 80x80 on the CPU, evaluates held-out images "
-                                   "with dense CRF against trivial predictors, and writes metrics.md, "
-                                   "per_image.csv and overlays/ into --out.")
+                       description="Generates synthetic B-mode images with exact lesion masks, "
+                                   "trains a ResNet-18 GG-Net at 80x80 on the CPU, evaluates "
+                                   "held-out images with dense CRF against trivial predictors, and "
+                                   "writes metrics.md, per_image.csv and overlays/ into --out.")
     p.set_defaults(func=commands.cmd_demo)
     if not full:
         return
     p.add_argument("--out", default="ggnet_demo", help="output folder (default ggnet_demo)")
     p.add_argument("--steps", type=int, help="training iterations (default 200)")
     p.add_argument("--n-images", type=int, help="synthetic images in total (default 360)")
-    p.add_argument("--quick", action="store_true", help="a tiny smoke run (seconds, meaningless numbers)")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny smoke run (seconds, meaningless numbers)")
     p.add_argument("--no-crf", dest="crf", action="store_false", help="skip the dense CRF")
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -237,12 +255,14 @@ def add_demo_parser(sub, full: bool = True) -> None:
 def add_bench_parser(sub, full: bool = True) -> None:
     """``ggnet bench``; its options only when ``full``."""
     p = sub.add_parser("bench", help="time the guided-attention operators and a model step",
-                       description="Times the spatial and channel guided attention on every available "
-                                   "backend and one GG-Net forward; --pytest runs benchmarks/ instead.")
+                       description="Times the spatial and channel guided attention on every "
+                                   "available backend and one GG-Net forward; --pytest runs "
+                                   "benchmarks/ instead.")
     p.set_defaults(func=commands.cmd_bench)
     if not full:
         return
-    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda ...")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda if available), cpu, cuda ...")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (default 5)")
     p.add_argument("--pytest", action="store_true", help="run pytest benchmarks/ --benchmark-only")
 

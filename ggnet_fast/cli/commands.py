@@ -145,7 +145,8 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     if args.pytest:
         import subprocess
-        return subprocess.call([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q"])
+        return subprocess.call([sys.executable, "-m", "pytest", "benchmarks/",
+                                "--benchmark-only", "-q"])
     device = _device(args.device)
     from ..bench import run_bench
     run_bench(device=device, repeats=args.repeats)

@@ -23,9 +23,9 @@ from .folds import kfold_indices, split_train_val
 from .scan import scan_source
 
 __all__ = [
-    "DataError", "RawSample", "SegmentationSource", "scan_source", "BUSIDataset", "FolderDataset", "PhantomDataset",
-    "PhantomParams", "make_phantom", "kfold_indices", "split_train_val", "SegTransform",
-    "TrainingView", "IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "DatasetOption",
+    "DataError", "RawSample", "SegmentationSource", "scan_source", "BUSIDataset", "FolderDataset",
+    "PhantomDataset", "PhantomParams", "make_phantom", "kfold_indices", "split_train_val",
+    "SegTransform", "TrainingView", "IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "DatasetOption",
     "DatasetSpec", "build_dataset", "dataset_spec", "register_dataset", "registered_datasets",
 ]
 __getattr__, __dir__ = lazy_attributes(__name__, {

@@ -58,7 +58,8 @@ class BUSIDataset(SegmentationSource):
             self.items.extend(self._scan(os.path.join(self.root, cls), cls))
         if not self.items:
             raise FileNotFoundError(f"BUSI root {self.root}: no images found")
-        self.names = [f"{cls}/{os.path.splitext(os.path.basename(p))[0]}" for p, _, cls in self.items]
+        self.names = [f"{cls}/{os.path.splitext(os.path.basename(p))[0]}"
+                      for p, _, cls in self.items]
         self.labels = [cls for _, _, cls in self.items]
 
     @staticmethod
@@ -77,7 +78,8 @@ class BUSIDataset(SegmentationSource):
         for stem, entries in masks.items():
             if stem not in images:
                 raise FileNotFoundError(
-                    f"BUSI: mask {entries[0][1]} has no image {os.path.join(folder, stem + '.png')}")
+                    f"BUSI: mask {entries[0][1]} has no image "
+                    f"{os.path.join(folder, stem + '.png')}")
         out = []
         for stem in sorted(images, key=_natural_key):
             entries = sorted(masks.get(stem, []))

@@ -130,7 +130,8 @@ def _lesion(rng, h: int, w: int, fat, gland, params: PhantomParams) -> _Lesion:
         radius += rng.uniform(0, irr) / (k - 1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     if rng.random() < params.p_spiculated:
         n_sp = int(rng.integers(8, 16))
-        radius += rng.uniform(0.05, 0.15) * np.maximum(np.cos(n_sp * theta + rng.uniform(0, 6.3)), 0) ** 6
+        amplitude = rng.uniform(0.05, 0.15)  # drawn before the phase: keeps the random stream
+        radius += amplitude * np.maximum(np.cos(n_sp * theta + rng.uniform(0, 6.3)), 0) ** 6
     radius = np.maximum(radius, 0.35)
     mask = rho <= radius
     if not mask.any():  # degenerate: force the centre pixel

@@ -18,7 +18,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegTransform:
-    """Callable ``(image uint8 [H,W,3] ndarray, mask uint8 [H,W]) -> (float [3,S,S], float [1,S,S])``.
+    """Callable ``(image uint8 [H,W,3] ndarray, mask uint8 [H,W])``
+    ``-> (float [3,S,S], float [1,S,S])``.
 
     Args:
         size: output side ``S`` (int) or ``(H, W)``.

@@ -358,7 +358,8 @@ def run_compare(inputs: list[str], out_dir: str, *, reference: str | None = None
     files = {k: os.path.join(out_dir, f"compare.{k}") for k in ("csv", "md", "png")}
     existing = [f for f in files.values() if os.path.exists(f)]
     if existing and not overwrite:
-        raise FileExistsError(f"{out_dir} already holds {', '.join(map(os.path.basename, existing))}"
+        held = ", ".join(map(os.path.basename, existing))
+        raise FileExistsError(f"{out_dir} already holds {held}"
                               f"; pass --overwrite to replace them or choose another --out")
     os.makedirs(out_dir, exist_ok=True)
     text = markdown(rows)

@@ -62,7 +62,8 @@ def fold_table(rows_per_fold: list[list[dict]], method: str = "GG-Net") -> tuple
     for k, rows in enumerate(rows_per_fold):
         labels = {r["fold"] for r in rows if "fold" in r}
         if len(labels) > 1:
-            raise ValueError(f"rows of one fold carry several fold labels: {sorted(map(str, labels))}")
+            raise ValueError("rows of one fold carry several fold labels: "
+                             f"{sorted(map(str, labels))}")
         fold = labels.pop() if labels else k
         s = summarize(rows)
         means = {m: s[m]["mean"] for m in ALL_METRICS}

@@ -28,6 +28,6 @@ from .onnx_ops import TRANSLATED, translation_table
 
 __all__ = [
     "MIN_OPSET", "OUTPUTS", "TRANSLATED", "ExportError", "GGNetLogits", "compare_with_torch",
-    "dynamic_shapes", "example_args", "export_onnx", "export_program", "fixed_size_reason", "inference_module",
-    "onnxruntime_session", "run_onnx", "translation_table", "untranslated_ops",
+    "dynamic_shapes", "example_args", "export_onnx", "export_program", "fixed_size_reason",
+    "inference_module", "onnxruntime_session", "run_onnx", "translation_table", "untranslated_ops",
 ]

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(out) and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     if args.image_size is not None and args.image_size < 32:
-        raise ValueError(f"--image-size must be >= 32 (the backbone's stride), got {args.image_size}")
+        raise ValueError("--image-size must be >= 32 (the backbone's stride), "
+                         f"got {args.image_size}")
 
     import torch
 

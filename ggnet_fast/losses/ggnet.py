@@ -173,8 +173,11 @@ class GGNetLoss(nn.Module):
         sides = () if isinstance(out, torch.Tensor) else tuple(out.side_logits)
         edges = () if isinstance(out, torch.Tensor) else tuple(out.boundaries)
         _check_pair("logits", logits, masks)
-        seg = lambda x: dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"],
-                                      form=o["dice_form"])
+
+        def seg(x):
+            return dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"],
+                                 form=o["dice_form"])
+
         seg_final, dice_final, bce_final = seg(logits)
         zero = seg_final.new_zeros(())
         seg_sides = sum((seg(s)[0] for s in sides), zero)

@@ -14,6 +14,7 @@ from .presets import PRESET_TABLE, Preset
 
 __all__ = [
     "BACKBONES", "BOUNDARY_FORMS", "BoundaryDetection", "GGNet", "GGNetConfig", "GGNetOutput",
-    "PRESETS", "PRESET_OPTIONS", "PRESET_TABLE", "Preset", "ResNetStages", "VARIANTS", "VARIANT_SPECS", "VariantSpec",
+    "PRESETS", "PRESET_OPTIONS", "PRESET_TABLE", "Preset", "ResNetStages", "VARIANTS",
+    "VARIANT_SPECS", "VariantSpec",
     "boundary_map", "build_ggnet", "count_parameters", "parameter_table", "variant_table",
 ]

@@ -46,7 +46,8 @@ class GlobalGuidanceBlock(nn.Module):
         self.spatial_conv = nn.Sequential(conv_bn_prelu(in_channels, in_channels, 3),
                                           conv_bn_prelu(in_channels, in_channels, 1))
         self.channel = (channel if channel is None or isinstance(channel, nn.Module) else
-                        GuidedChannelAttention(in_channels, guide_channels, **{**common, **channel}))
+                        GuidedChannelAttention(in_channels, guide_channels,
+                                               **{**common, **channel}))
         self.channel_conv = nn.Sequential(conv_bn_prelu(in_channels, in_channels, 3),
                                           conv_bn_prelu(in_channels, in_channels, 1))
         self.fuse = conv_bn_prelu(in_channels, in_channels, 1)

@@ -43,7 +43,8 @@ class GuidedNonLocal(nn.Module):
         guide_key_channels: dg of eta/rho (default ``guide_channels``, as released).
         combine: ``"joint"`` (default), ``"product"`` (paper) or ``"matmul"`` (released);
             see above and docs/kernels.md.
-        residual: ``"learnable"`` (gamma initialised to 0, released) or ``"fixed"`` (gamma = 1, paper).
+        residual: ``"learnable"`` (gamma initialised to 0, released) or ``"fixed"``
+            (gamma = 1, paper).
         resize_guide: resize a guidance map of another spatial size bilinearly.
         key_bias: give the key projections phi and rho a bias (default ``True``, as
             released).  A key bias adds the same amount to every score of a row, which

@@ -40,7 +40,8 @@ def guided_spatial_attention(
         eta, rho:   ``[B, N, dg]`` query/key projections of the guidance map G.
         mu:         ``[B, N, C]`` value projection of X.
         combine:    ``"product"`` (the paper): ``p = softmax(theta phi^T) * softmax(eta rho^T)``;
-                    ``"matmul"`` (the released code): ``p = softmax(theta phi^T) @ softmax(eta rho^T)``;
+                    ``"matmul"`` (the released code):
+                    ``p = softmax(theta phi^T) @ softmax(eta rho^T)``;
                     ``"joint"``: ``o = softmax(theta phi^T + eta rho^T) @ mu``, the product
                     ``Sx * Sg`` renormalised over j (ordinary attention over the
                     concatenated projections, scale 1; not the paper's Eq. 3).

@@ -24,8 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import contract as C
 from ggnet_fast import guided_channel_attention, guided_spatial_attention
-from ggnet_fast.backends import (Backend, get_backend, record_dispatch, registered_backends, registry,
-                                 unavailable_reason)
+from ggnet_fast.backends import (Backend, get_backend, record_dispatch, registered_backends,
+                                 registry, unavailable_reason)
 
 BACKENDS = registered_backends()
 DEVICES = ("cpu", "cuda")

@@ -3,9 +3,10 @@
 
 On CUDA it guards ``triton`` and ``cuda``; here (no GPU) it is exercised on CPU tensors
 with test backends registered with ``verify_on=("cpu",)``: one that is right, one that
-is wrong (the joint softmax over the wrong axis), and Triton under the interpreter.  A wrong backend is disabled with one warning
-naming the mismatch, ``auto`` takes the next backend, an explicit request raises, each
-kind of call is checked once, and ``GGNET_VERIFY_KERNELS=0`` turns the check off.
+is wrong (the joint softmax over the wrong axis), and Triton under the interpreter.  A wrong
+backend is disabled with one warning naming the mismatch, ``auto`` takes the next backend,
+an explicit request raises, each kind of call is checked once, and
+``GGNET_VERIFY_KERNELS=0`` turns the check off.
 """
 from __future__ import annotations
 

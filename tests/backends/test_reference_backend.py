@@ -58,7 +58,8 @@ def test_channel_matches_numpy_forward_and_gradients(seed, combine, stabilize, s
     out.backward(dout)
     for i in range(batch):
         o, grads = npref.channel_forward_backward(
-            y[i].detach().numpy(), g[i].detach().numpy(), dout[i].numpy(), combine, stabilize, scale)
+            y[i].detach().numpy(), g[i].detach().numpy(), dout[i].numpy(), combine, stabilize,
+            scale)
         mean_y = y[i].detach().mean(dim=0, keepdim=True).numpy()
         assert rel_err(out[i].detach().numpy() - mean_y, o - mean_y) < 1e-9, f"seed={seed}"
         assert rel_err(y.grad[i].numpy(), grads["y"]) < 1e-9, f"dy seed={seed}"

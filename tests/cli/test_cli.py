@@ -141,8 +141,8 @@ def test_config_merging(tmp_path):
     paper = config_from_args(build_parser().parse_args(["train", "--out", "y"]))
     assert paper.schedule == "epochs" and paper.epochs == 100 and paper.lr_step_epochs == 50
     cfg.save(str(tmp_path / "c.json"))
-    again = config_from_args(build_parser().parse_args(["train", "--config", str(tmp_path / "c.json"),
-                                                        "--out", "z", "--batch-size", "8"]))
+    again = config_from_args(build_parser().parse_args(
+        ["train", "--config", str(tmp_path / "c.json"), "--out", "z", "--batch-size", "8"]))
     assert again.schedule == "iterations" and again.lr == 0.02 and again.batch_size == 8
 
 

@@ -136,7 +136,8 @@ def test_transform_shapes_normalisation_and_alignment(seed):
         bright = x[0] > 0.5
         agreement = (bright == (m[0] > 0.5)).float().mean()
         assert agreement > 0.93, (seed, agreement)
-    x, _ = SegTransform(32, train=False)(np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20), np.uint8))
+    x, _ = SegTransform(32, train=False)(np.zeros((20, 20, 3), np.uint8),
+                                         np.zeros((20, 20), np.uint8))
     np.testing.assert_allclose(x[:, 0, 0].numpy(), [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225],
                                rtol=1e-5)
 

@@ -31,7 +31,7 @@ def test_shapes_types_and_mask(seed):
 
 
 def test_lesion_is_hypoechoic_with_speckle_and_attenuation():
-    inside, outside, cv, top, bottom = [], [], [], [], []
+    inside, outside, cv = [], [], []
     for i in range(12):
         img, mask = make_phantom(11, (128, 128), i)
         g = img[..., 0].astype(np.float64)

@@ -1,5 +1,4 @@
 """The README's test command is what CI runs."""
-import pathlib
 import re
 import repo_paths
 

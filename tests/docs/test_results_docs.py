@@ -2,7 +2,6 @@
 line that docs/results/busi_cv/summarize.py computes from them appears in the document,
 so a rerun that changes the CSVs without the document (or the reverse) fails here."""
 import importlib.util
-import pathlib
 import repo_paths
 
 ROOT = repo_paths.ROOT
@@ -29,4 +28,5 @@ def test_tables_in_the_document_match_the_csvs():
     lines = [ln for ln in _summarize().tables().splitlines() if ln.startswith("| ")]
     assert len(lines) > 40
     missing = [ln for ln in lines if ln not in text]
-    assert not missing, "docs/results.md is out of date; rerun summarize.py:\n" + "\n".join(missing[:5])
+    assert not missing, ("docs/results.md is out of date; rerun summarize.py:\n"
+                         + "\n".join(missing[:5]))

@@ -97,7 +97,8 @@ def test_models_without_a_guided_spatial_block_are_refused():
     with pytest.raises(ValueError, match="no guided spatial block"):
         probe.probe_model(model, torch.randn(1, 3, 64, 64))
     with pytest.raises(TypeError, match="GuidedNonLocal"):
-        probe.spatial_ggb_terms(torch.nn.Identity(), torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3))
+        probe.spatial_ggb_terms(torch.nn.Identity(), torch.randn(1, 2, 3, 3),
+                                torch.randn(1, 2, 3, 3))
 
 
 def test_probe_hooks_the_models_block(seed):

@@ -49,8 +49,11 @@ def test_dice_matches_formula_and_gradcheck(seed):
         ref = (1 - (2 * inter + 0.5) / (den + 0.5)).mean()
         torch.testing.assert_close(dice_loss(logits, masks, squared=squared, smooth=0.5), ref,
                                    rtol=1e-12, atol=1e-12)
-        assert torch.autograd.gradcheck(
-            lambda x: dice_bce_loss(x, masks, squared=squared, smooth=0.5)[0], (logits,))
+
+        def seg_loss(x, squared=squared):  # checked in this iteration; binds ``squared``
+            return dice_bce_loss(x, masks, squared=squared, smooth=0.5)[0]
+
+        assert torch.autograd.gradcheck(seg_loss, (logits,))
     bce_ref = -(masks * torch.log(p) + (1 - masks) * torch.log(1 - p)).mean()
     torch.testing.assert_close(dice_bce_loss(logits, masks)[2], bce_ref, rtol=1e-12, atol=1e-12)
 
@@ -123,7 +126,10 @@ def test_total_loss_is_eq6(preset, seed):
     sides = tuple(torch.randn(2, 1, 40, 40) for _ in range(4))
     edges = tuple(torch.rand(2, 1, 40, 40) for _ in range(5))
     total, parts = total_and_parts(GGNetLoss(preset), GGNetOutput(final, sides, edges), masks)
-    seg = lambda x: dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"])[0]
+
+    def seg(x):
+        return dice_bce_loss(x, masks, squared=o["dice_squared"], smooth=o["smooth"])[0]
+
     target = make_boundary_targets(masks, o["boundary_target"])
     expected = (o["lambda_final"] * seg(final) + o["lambda_seg"] * sum(seg(s) for s in sides)
                 + o["lambda_boundary"] * sum(boundary_mse(e, target) for e in edges))

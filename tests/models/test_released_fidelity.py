@@ -45,7 +45,10 @@ def test_released_side_outputs_go_through_layer1_size():
         stages = model.backbone(images)
         reduced = model.reduce(stages)
         via, size = stages[1].shape[-2:], images.shape[-2:]
-        up = lambda x, s: F.interpolate(x, size=s, mode="bilinear", align_corners=False)
+
+        def up(x, s):
+            return F.interpolate(x, size=s, mode="bilinear", align_corners=False)
+
         for k, (head, r) in enumerate(zip(model.side_heads, reduced)):
             twice, _ = model.bd(up(up(head(r), via), size))
             once, _ = model.bd(up(head(r), size))

@@ -10,11 +10,12 @@ from ggnet_fast.ops import guided_spatial_attention
 
 def test_guided_non_local_matches_the_operator_on_projections(seed):
     block = GuidedNonLocal(6, guide_channels=4, key_channels=3, residual="fixed").double()
-    x, g = torch.randn(2, 6, 5, 7, dtype=torch.float64), torch.randn(2, 4, 5, 7, dtype=torch.float64)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    g = torch.randn(2, 4, 5, 7, dtype=torch.float64)
     flat = lambda t: t.flatten(2).transpose(1, 2)  # noqa: E731
-    expected = guided_spatial_attention(flat(block.theta(x)), flat(block.phi(x)), flat(block.eta(g)),
-                                        flat(block.rho(g)), flat(block.mu(x)), combine="joint",
-                                        backend="reference")
+    expected = guided_spatial_attention(flat(block.theta(x)), flat(block.phi(x)),
+                                        flat(block.eta(g)), flat(block.rho(g)), flat(block.mu(x)),
+                                        combine="joint", backend="reference")
     expected = expected.transpose(1, 2).reshape(2, 6, 5, 7) + x
     torch.testing.assert_close(block(x, g), expected, rtol=1e-12, atol=1e-12)
 
@@ -70,8 +71,8 @@ def test_channel_block_se_and_projection(seed):
 
 
 def test_global_guidance_block_runs_both_blocks(seed):
-    block = GlobalGuidanceBlock(8, 5, spatial={"key_channels": 4}, channel={"stabilize": "max-minus"},
-                                resize_guide=True)
+    block = GlobalGuidanceBlock(8, 5, spatial={"key_channels": 4},
+                                channel={"stabilize": "max-minus"}, resize_guide=True)
     x, g = torch.randn(2, 8, 6, 7), torch.randn(2, 5, 12, 14)
     with record_dispatch() as calls:
         out = block(x, g)
@@ -79,7 +80,8 @@ def test_global_guidance_block_runs_both_blocks(seed):
     assert [op for op, _ in calls] == ["spatial", "channel"]
     out.mean().backward()
     assert block.spatial.gamma.grad is not None and block.channel.gamma.grad is not None
-    assert GlobalGuidanceBlock(8, spatial=None, channel=None)(x, torch.randn(2, 8, 6, 7)).shape == x.shape
+    unguided = GlobalGuidanceBlock(8, spatial=None, channel=None)
+    assert unguided(x, torch.randn(2, 8, 6, 7)).shape == x.shape
 
 
 class TinySegmenter(nn.Module):

@@ -1,6 +1,7 @@
 """``combine="joint"``: softmax(a + b) @ mu in the module and the model, through the backend
-``auto`` picks on the CPU (the fused ``cpu`` kernels; ``sdpa`` without the extension).  The operator itself (forward and every gradient against float64, every dtype) is
-in the contract suite (tests/backends/test_backend_contract.py) and the NumPy check
+``auto`` picks on the CPU (the fused ``cpu`` kernels; ``sdpa`` without the extension).  The
+operator itself (forward and every gradient against float64, every dtype) is in the contract
+suite (tests/backends/test_backend_contract.py) and the NumPy check
 (tests/backends/test_reference_backend.py)."""
 from __future__ import annotations
 

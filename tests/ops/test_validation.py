@@ -75,7 +75,8 @@ def test_spatial_mismatched_shapes(name, shape, what):
         call_spatial(args)
 
 
-@pytest.mark.parametrize("name,shape", [("theta", (B, 0, D)), ("mu", (B, N, 0)), ("eta", (0, N, DG))])
+@pytest.mark.parametrize("name,shape",
+                         [("theta", (B, 0, D)), ("mu", (B, N, 0)), ("eta", (0, N, DG))])
 def test_spatial_empty(name, shape):
     args = good_spatial()
     args[name] = torch.randn(shape)

@@ -4,7 +4,6 @@ and weights stay synchronised, each rank sees its own shard, only rank 0 writes.
 import os
 import socket
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp

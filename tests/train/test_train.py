@@ -52,7 +52,8 @@ def _assert_same_state(run_a, run_b):
     assert best_a["progress"] == best_b["progress"]
     for k, v in best_a["model"].items():
         assert torch.equal(v, best_b["model"][k]), k
-    with open(os.path.join(run_a, "val_log.csv")) as fa, open(os.path.join(run_b, "val_log.csv")) as fb:
+    with (open(os.path.join(run_a, "val_log.csv")) as fa,
+          open(os.path.join(run_b, "val_log.csv")) as fb):
         assert fa.read() == fb.read()
 
 
@@ -99,7 +100,8 @@ def test_resume_after_sigkill_mid_epoch(uninterrupted, tmp_path):
     out = str(tmp_path / "run")
     script = KILL_SCRIPT.format(threads=torch.get_num_threads(), tests=os.path.dirname(__file__),
                                 out=out)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     ck = _final_state(out)
     assert ck["progress"]["global_step"] == 6 and ck["progress"]["step_in_epoch"] != 0
@@ -321,6 +323,7 @@ def test_a_registered_dataset_and_loss_train_by_name(tmp_path, monkeypatch):
     summary = trainer.fit()
     assert summary["global_step"] == 1
     saved = json.load(open(tmp_path / "run" / "config.json"))
-    assert (saved["data"], saved["data_options"], saved["loss"]) == ("squares", {"n": 10}, "mean_bce")
+    assert ((saved["data"], saved["data_options"], saved["loss"])
+            == ("squares", {"n": 10}, "mean_bce"))
     with pytest.raises(ValueError, match="not options of dataset 'squares'"):
         TrainConfig(data="squares", data_options={"size": 3}).validate()

@@ -9,7 +9,8 @@ from ggnet_fast.models.config import resolve_config
 def test_preset_stride_is_kept_unless_overridden(preset, stride, tmp_path):
     parser = build_parser()
     cfg = config_from_args(parser.parse_args(["train", "--preset", preset, "--out", str(tmp_path)]))
-    assert resolve_config(cfg.preset, cfg.variant, cfg.backbone, cfg.ggb_stride).ggb_stride == stride
+    resolved = resolve_config(cfg.preset, cfg.variant, cfg.backbone, cfg.ggb_stride)
+    assert resolved.ggb_stride == stride
     other = 12 - stride
     cfg = config_from_args(parser.parse_args(["train", "--preset", preset, "--out", str(tmp_path),
                                               "--ggb-stride", str(other)]))

@@ -20,6 +20,7 @@ Tolerances (relative Frobenius error against float64; the cpu rows of
 bfloat16 inputs are upcast exactly and accumulated in float32, with out_dtype=float32
 keeping delta, so their forward meets the float32 bound.
 """
+import functools
 import os
 
 import pytest
@@ -125,15 +126,16 @@ def test_spatial_forward_and_gradients_match_float64(seed, dtype, shape, combine
 
 
 def test_gradcheck_float64(seed, tiling):
-    spatial = [x.requires_grad_() for x in spatial_inputs((2, 11, 3, 2, 4), torch.float64, scale=1.0)]
+    spatial = [x.requires_grad_()
+               for x in spatial_inputs((2, 11, 3, 2, 4), torch.float64, scale=1.0)]
     for combine in ("product", "joint"):
-        assert torch.autograd.gradcheck(
-            lambda *x: guided_spatial_attention(*x, combine=combine, backend="cpu"), spatial)
+        op = functools.partial(guided_spatial_attention, combine=combine, backend="cpu")
+        assert torch.autograd.gradcheck(op, spatial)
     for combine, stabilize, scale in [("product", None, None), ("matmul", "max-minus", 0.1)]:
         y, g = (torch.randn(2, 5, 9, dtype=torch.float64, requires_grad=True) for _ in range(2))
-        assert torch.autograd.gradcheck(
-            lambda y, g: guided_channel_attention(y, g, combine=combine, stabilize=stabilize,
-                                                  scale=scale, backend="cpu"), (y, g))
+        op = functools.partial(guided_channel_attention, combine=combine, stabilize=stabilize,
+                               scale=scale, backend="cpu")
+        assert torch.autograd.gradcheck(op, (y, g))
 
 
 @combines

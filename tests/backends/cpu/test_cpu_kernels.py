@@ -4,8 +4,8 @@ The backward runs one pass per block of query rows and sums the key-side gradien
 (dphi, drho, dmu) in 4 fixed query groups, reduced in a fixed order; it uses 128-row
 strips while they fit the tile budget, else 64-row strips, else streaming tiles.  Checked
 here: the 64-row regime (the 128-row strips and the streaming tiles are covered by
-tests/backends/cpu/test_cpu_backend.py), bitwise equality for thread counts above and below the number
-of groups, and half-precision inputs under ``torch.autocast``, whose modulation must stay
+tests/backends/cpu/test_cpu_backend.py), bitwise equality for thread counts above and below
+the number of groups, and half-precision inputs under ``torch.autocast``, whose modulation must stay
 within 1% of float64 (docs/cpu_backend.md, "Half precision").
 """
 import os
@@ -90,6 +90,6 @@ def test_autocast_half_precision_keeps_the_modulation(seed, dtype):
     assert rel_err(ref32 - mean, delta_ref) < 1e-3  # float32 resolves the modulation
     assert out.dtype == torch.float32
     assert rel_err(out.double() - mean, delta_ref) < 1e-2, f"seed={seed}"
-    for name, g, r, t in zip(SPATIAL_NAMES, grads, ref_grads, inputs):
+    for name, g, r, _t in zip(SPATIAL_NAMES, grads, ref_grads, inputs):
         assert g.dtype == dtype
         assert rel_err(g, r) < 2e-2, f"d{name} seed={seed} err={rel_err(g, r):.2e}"

@@ -151,7 +151,8 @@ def _emulated_copy(src: pathlib.Path) -> str:
     return text
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None or _cuda_include_dir() is None,
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None
+                    or _cuda_include_dir() is None,
                     reason="needs a C++20 host compiler and the CUDA headers (CUDA_HOME)")
 def test_kernels_in_host_emulation(tmp_path):
     """The CUDA kernels, run on the CPU by tests/backends/cuda/cuda_emu (threads + barriers + an

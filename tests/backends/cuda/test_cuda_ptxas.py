@@ -4,7 +4,6 @@ every kernel compiled for sm_80 and sm_90 without spills, within 255 registers, 
 the tensor-core forward within the opt-in shared memory of an H100/H200 at d = C = 256.
 Needs no GPU."""
 import importlib.util
-import pathlib
 
 import pytest
 import repo_paths
@@ -53,8 +52,9 @@ def test_occupancy_arithmetic():
 def test_kernels_do_not_spill(arch):
     rows = ptxas.compile_report(arch)
     names = {r["kernel"] for r in rows}
-    assert {"spatial_stats_kernel<float>", "qgrad_kernel<__half>", "kside_kernel<__nv_bfloat16, true>",
-            "spatial_wmma_kernel<__nv_bfloat16, false, 8>", "channel_outer_kernel"} <= names \
+    assert {"spatial_stats_kernel<float>", "qgrad_kernel<__half>",
+            "kside_kernel<__nv_bfloat16, true>", "spatial_wmma_kernel<__nv_bfloat16, false, 8>",
+            "channel_outer_kernel"} <= names \
         or not ptxas.shutil.which("c++filt")
     bad = [(r["kernel"], r["spill_stores"], r["spill_loads"]) for r in rows
            if r["spill_stores"] or r["spill_loads"] or r["registers"] > 255]

@@ -225,4 +225,5 @@ def test_kernels_compile_for_hopper_and_ampere_without_a_gpu():
     Triton's real pipeline (PTX and cubin with the bundled ptxas), no GPU needed."""
     proc = _compile_for_gpu("spatial", "24,8,40")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("shared=") == 7 * 2, proc.stdout  # 4 product + 3 joint kernels, 2 archs
+    # 4 product + 3 joint kernels, 2 archs
+    assert proc.stdout.count("shared=") == 7 * 2, proc.stdout
