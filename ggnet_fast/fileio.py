@@ -148,6 +148,18 @@ def read_json(path: str):
 
 
 RUN_CONFIG = "config.json"
+#: In the parent of ``--fold all`` runs: the folds to train and their configuration.
+FOLD_PLAN = "folds.json"
+
+
+def unstarted_folds(root: str) -> list[str]:
+    """The fold folders ``root``'s fold plan lists that hold no run configuration yet
+    (a ``--fold all`` training stopped before reaching them)."""
+    plan = read_json(os.path.join(root, FOLD_PLAN))
+    if not isinstance(plan, dict):
+        return []
+    folders = [os.path.join(root, f"fold{k}") for k in plan.get("folds", [])]
+    return [f for f in folders if not os.path.isfile(os.path.join(f, RUN_CONFIG))]
 
 
 def read_run_config(run_dir: str) -> dict:

@@ -14,7 +14,7 @@ import os
 
 from ..crf import describe_crf_params
 from ..data.config import DataConfig
-from ..fileio import atomic_write_text, read_run_config, run_folders
+from ..fileio import atomic_write_text, read_run_config, run_folders, unstarted_folds
 from ..metrics import binary_metrics
 from .overlay import save_overlay
 from .predict import Predictor, load_model
@@ -109,6 +109,11 @@ def fold_runs(run_dir: str, *, data_root: str | None = None, progress: bool = Tr
     ``run_dir`` or each fold run under it. ``data_root`` replaces the saved dataset folder.
     Runs of one dataset (the folds) share its source, opened and scanned once
     (:meth:`DataConfig.build_source`: one ``DataError`` listing every bad file)."""
+    missing = unstarted_folds(run_dir)
+    if missing:
+        raise ValueError(f"{run_dir}: the folds {', '.join(map(os.path.basename, missing))} "
+                         f"of this k-fold run were never trained (training stopped "
+                         f"before them); finish with: ggnet train --resume --out {run_dir}")
     runs, sources = [], {}
     for rd in run_folders(run_dir):
         run_cfg = read_run_config(rd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..fileio import read_json, read_run_config, run_folders
+from ..fileio import FOLD_PLAN, atomic_write_text, read_json, read_run_config, run_folders
 from .config import TrainConfig
 from .loop import Trainer
 from .run_dir import EVAL_REPORTS, OPERATIONAL_FIELDS, check_resume_config, remove_artifacts
@@ -32,6 +32,34 @@ def _fit(trainer, resume_root: str) -> dict:
     return summary
 
 
+def write_fold_plan(parent: str, cfg: TrainConfig, folds) -> None:
+    """Record in ``parent`` (:data:`~ggnet_fast.fileio.FOLD_PLAN`) that the folds ``folds``
+    of ``cfg`` are to be trained, once the first fold is validated: a resume after a kill
+    then starts the folds that had not begun (no folder yet) instead of skipping them."""
+    plan = {"folds": [int(k) for k in folds], "config": cfg.run_dict()}
+    atomic_write_text(os.path.join(parent, FOLD_PLAN),
+                      json.dumps(plan, indent=2, sort_keys=True) + "\n")
+
+
+def planned_runs(root: str) -> list[tuple[str, dict]]:
+    """``(run folder, saved configuration)`` of the run in ``root`` or each fold run under
+    it, plus the folds ``root``'s fold plan lists that have not started (configuration:
+    the plan's, for that fold), in fold order."""
+    plan = read_json(os.path.join(root, FOLD_PLAN))
+    found = {}
+    try:
+        found = {run_dir: read_run_config(run_dir) for run_dir in run_folders(root)}
+    except FileNotFoundError:
+        if not isinstance(plan, dict):
+            raise
+    if isinstance(plan, dict):
+        for k in plan["folds"]:
+            run_dir = os.path.join(root, f"fold{k}")
+            if run_dir not in found:
+                found[run_dir] = {**plan["config"], "fold": k, "out_dir": run_dir}
+    return sorted(found.items(), key=lambda item: (item[1].get("fold", 0), item[0]))
+
+
 def train_folds(cfg: TrainConfig, folds, parent: str | None = None, *,
                 overwrite: bool = False) -> list[dict]:
     """Train ``cfg`` once per test fold in ``folds``; with ``parent``, fold ``k`` goes to
@@ -43,6 +71,8 @@ def train_folds(cfg: TrainConfig, folds, parent: str | None = None, *,
         if parent is not None:
             cfg.out_dir = os.path.join(parent, f"fold{k}")
         trainer = Trainer(cfg, overwrite=overwrite, source=source)  # validates, or refuses
+        if parent is not None and source is None:  # the first fold: settings validated
+            write_fold_plan(parent, cfg, folds)
         _echo(f"training {cfg.variant} ({cfg.backbone}) fold {k} -> {cfg.out_dir}")
         source = trainer.source  # the folds share one dataset: it is opened and scanned once
         if parent is not None and overwrite:
@@ -73,7 +103,7 @@ def _apply(cfg: TrainConfig, settings: dict) -> None:
 def resume_runs(root: str, operational: dict, settings: dict | None = None,
                 max_steps: int = 0) -> list[dict]:
     """Continue the run in ``root`` or every fold run under it from its ``last.pt`` (one
-    without a checkpoint yet is started).
+    without a checkpoint yet, or a fold of the fold plan that had not begun, is started).
 
     operational: new values of :data:`OPERATIONAL_FIELDS`.
     settings: other settings given with the resume (command-line flags); each must equal
@@ -82,8 +112,7 @@ def resume_runs(root: str, operational: dict, settings: dict | None = None,
 
     Returns the summaries of the runs trained."""
     runs = []
-    for run_dir in run_folders(root):
-        saved = read_run_config(run_dir)
+    for run_dir, saved in planned_runs(root):
         cfg = TrainConfig.from_saved(saved)
         cfg.out_dir = run_dir  # where the run is now, even if it was moved
         _apply(cfg, settings or {})

@@ -164,3 +164,31 @@ def test_predict_folder_continues_past_unreadable_files(trained, tmp_path):
     for kind in ("masks", "overlays"):
         assert len(os.listdir(preds / kind)) == 4
     assert first == {p: (preds / "masks" / p).stat().st_mtime_ns for p in first}
+
+
+def test_resume_trains_the_folds_a_killed_fold_all_run_never_reached(trained, tmp_path):
+    """``--fold all`` killed during fold 0 leaves no fold1/ or fold2/: ``--resume`` must
+    start them (from the parent's fold plan), and ``eval`` must refuse the partial run
+    rather than average one fold."""
+    import shutil
+
+    root, out, _ = trained
+    partial = tmp_path / "run"
+    shutil.copytree(out, partial)
+    for k in (1, 2):
+        shutil.rmtree(partial / f"fold{k}")
+    shutil.rmtree(partial / "eval_crf", ignore_errors=True)
+    shutil.rmtree(partial / "eval", ignore_errors=True)
+    res = ggnet("eval", "--run", partial, "--no-crf", "--overlays", "0", "--no-progress")
+    assert res.returncode == 2 and "fold1, fold2" in res.stderr and "--resume" in res.stderr, \
+        res.stderr[-2000:]
+    res = ggnet("train", "--resume", "--out", partial, "--workers", "0", "--no-progress",
+                "--no-tensorboard")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for k in (1, 2):
+        summary = json.loads((partial / f"fold{k}" / "summary.json").read_text())
+        assert summary["global_step"] == summary["total_steps"] == 2
+        saved = json.loads((partial / f"fold{k}" / "config.json").read_text())
+        assert saved["fold"] == k and saved["folds"] == 3
+    assert json.loads((partial / "fold0" / "summary.json").read_text()) == \
+        json.loads((out / "fold0" / "summary.json").read_text())  # finished: not retrained
