@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Seeds 1 and 2 of the 3-fold BUSI study (issue 24): the same data, folds, schedule and
+# evaluation as study.sh, one training at a time, resumable run by run:
+#   bash docs/results/busi_cv/study_seeds.sh /path/to/busi RUNS [SEEDS] [METHODS]
+# Trains into RUNS/seed<s>/<method>/fold<k> (a run with a checkpoint but no summary is
+# resumed with --resume; a finished one is skipped), evaluates last.pt without and with
+# the dense CRF, and copies the per-image CSVs next to this script as
+# <method>/per_image_seed<s>.csv and <method>/per_image_crf_seed<s>.csv.
+set -euo pipefail
+BUSI=${1:?usage: study_seeds.sh /path/to/busi RUNS [SEEDS] [METHODS]}
+RUNS=${2:?usage: study_seeds.sh /path/to/busi RUNS [SEEDS] [METHODS]}
+read -r -a SEEDS <<< "${3:-1 2}"
+read -r -a METHODS <<< "${4:-baseline ggnet gap joint}"
+HERE=$(cd "$(dirname "$0")" && pwd)
+COMMON=(--data busi --data-root "$BUSI" --fold all --folds 3 --fold-seed 42
+        --backbone resnet18 --image-size 128 --batch-size 4 --lr 0.01
+        --schedule iterations --iterations 800 --lr-step-iters 640
+        --val-every 200 --ckpt-every 200 --early-stop 0 --workers 1
+        --no-progress --no-tensorboard)
+declare -A ARGS=(
+  [baseline]="--preset paper --variant baseline"
+  [ggnet]="--preset paper --variant full"
+  [gap]="--preset paper --variant gap"
+  [joint]="--preset paper --variant joint"
+  [released]="--preset released --variant full"
+)
+for S in "${SEEDS[@]}"; do
+  for M in "${METHODS[@]}"; do
+    OUT="$RUNS/seed$S/$M"
+    DEST="$HERE/$M"
+    if [[ -f "$DEST/per_image_crf_seed$S.csv" ]]; then
+      echo "seed $S $M: done"; continue
+    fi
+    start=$(date +%s)
+    if [[ -d "$OUT" ]]; then
+      ggnet train --resume --out "$OUT" --no-progress --no-tensorboard
+    else
+      # shellcheck disable=SC2086
+      ggnet train "${COMMON[@]}" ${ARGS[$M]} --seed "$S" --out "$OUT"
+    fi
+    echo "train seed $S $M: $(( $(date +%s) - start )) s"
+    start=$(date +%s)
+    ggnet eval --run "$OUT" --checkpoint last.pt --no-crf --overlays 0 --no-progress --overwrite
+    ggnet eval --run "$OUT" --checkpoint last.pt --overlays 0 --no-progress --overwrite
+    echo "eval seed $S $M: $(( $(date +%s) - start )) s"
+    mkdir -p "$DEST"
+    cp "$OUT/eval/per_image.csv" "$DEST/per_image_seed$S.csv"
+    cp "$OUT/eval_crf/per_image.csv" "$DEST/per_image_crf_seed$S.csv"
+  done
+done
