@@ -3,6 +3,7 @@ same folder, ``fsync``, ``os.replace``: a crash leaves the old file or the new o
 torn one), weights-only checkpoint reads, JSON reads and the run-folder layout."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,10 +15,12 @@ import tempfile
 TMP_PREFIX = ".tmp_"  # temporaries of the atomic writers: TMP_PREFIX + random + file name
 
 
-def _atomic_replace(path: str, write) -> None:
-    """Write ``path`` through ``write(file)`` on a temporary file, then ``os.replace``. A
-    folder that cannot be written (read-only file system, no space...) raises the
-    ``OSError`` naming ``path``, not the temporary."""
+@contextlib.contextmanager
+def atomic_destination(path: str):
+    """A temporary path in ``path``'s folder, for writers that only take a path (ONNX
+    export, ...): when the block completes it is fsynced, given a new file's permissions
+    and ``os.replace``-d onto ``path``; when the block raises it is removed. A folder that
+    cannot be written raises the ``OSError`` naming ``path``, not the temporary."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -26,10 +29,10 @@ def _atomic_replace(path: str, write) -> None:
         if exc.errno is None or isinstance(exc, FileExistsError):
             raise
         raise OSError(exc.errno, exc.strerror, path) from exc
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
@@ -40,6 +43,12 @@ def _atomic_replace(path: str, write) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
+
+
+def _atomic_replace(path: str, write) -> None:
+    """Write ``path`` through ``write(file)`` on a temporary file (:func:`atomic_destination`)."""
+    with atomic_destination(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 def _fsync_dir(folder: str) -> None:
@@ -152,14 +161,20 @@ RUN_CONFIG = "config.json"
 FOLD_PLAN = "folds.json"
 
 
-def unstarted_folds(root: str) -> list[str]:
-    """The fold folders ``root``'s fold plan lists that hold no run configuration yet
-    (a ``--fold all`` training stopped before reaching them)."""
+def fold_folder(parent: str, fold: int) -> str:
+    """Where fold ``fold`` of a ``--fold all`` run under ``parent`` lives."""
+    return os.path.join(parent, f"fold{fold}")
+
+
+def unstarted_folds(root: str) -> dict[int, str]:
+    """``{fold: folder}`` of the folds ``root``'s fold plan lists whose folder holds no run
+    configuration yet (a ``--fold all`` training stopped before reaching them)."""
     plan = read_json(os.path.join(root, FOLD_PLAN))
     if not isinstance(plan, dict):
-        return []
-    folders = [os.path.join(root, f"fold{k}") for k in plan.get("folds", [])]
-    return [f for f in folders if not os.path.isfile(os.path.join(f, RUN_CONFIG))]
+        return {}
+    folders = {int(k): fold_folder(root, k) for k in plan.get("folds", [])}
+    return {k: f for k, f in folders.items()
+            if not os.path.isfile(os.path.join(f, RUN_CONFIG))}
 
 
 def read_run_config(run_dir: str) -> dict:

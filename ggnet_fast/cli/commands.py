@@ -30,13 +30,11 @@ def config_from_args(args):
 
     settings = {k: v for k, v in vars(args).items() if not k.startswith(DATA_OPT)}
     settings["out_dir"] = args.out
-    cfg = config_from_settings(settings, config=args.config,
-                               options_by_dataset=_options_by_dataset(args),
-                               model_overrides=dict(args.model_opt),
-                               loss_overrides=dict(args.loss_opt), flag_of=_flag_of,
-                               announce=lambda text: print(text, flush=True))
-    args.schedule = cfg.schedule
-    return cfg
+    return config_from_settings(settings, config=args.config,
+                                options_by_dataset=_options_by_dataset(args),
+                                model_overrides=dict(args.model_opt),
+                                loss_overrides=dict(args.loss_opt), flag_of=_flag_of,
+                                announce=lambda text: print(text, flush=True))
 
 
 def cmd_train(args) -> int:
@@ -69,13 +67,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from ..crf import parse_crf_params
     from ..eval import evaluate_run
-    from ..eval.evaluate import check_saved_data_roots
 
     device = _device(args.device)
     _check_threshold(args.threshold)
-    if args.data_root is None:
-        check_saved_data_roots(args.run)
-
     res = evaluate_run(args.run, checkpoint=args.checkpoint, crf=args.crf,
                        threshold=args.threshold, overlays=args.overlays, out_dir=args.out,
                        device=device, data_root=args.data_root,

@@ -93,25 +93,16 @@ def _existing_outputs(out_dir: str) -> list[str]:
     return found
 
 
-def check_saved_data_roots(run: str) -> None:
-    """``FileNotFoundError`` pointing at ``--data-root`` when the dataset folder a run (or
-    a fold run under ``run``) was trained on is gone (moved, or saved relative to another
-    directory)."""
-    for run_dir in run_folders(run):
-        root = read_run_config(run_dir).get("data_root")
-        if root and not os.path.isdir(root):
-            raise FileNotFoundError(f"the dataset folder {root} of run {run_dir} does not exist "
-                                    f"(here); pass --data-root DIR if the dataset moved")
-
-
 def fold_runs(run_dir: str, *, data_root: str | None = None, progress: bool = True) -> list:
     """``(run folder, its config dict, its DataConfig, its dataset)`` for the run in
-    ``run_dir`` or each fold run under it. ``data_root`` replaces the saved dataset folder.
+    ``run_dir`` or each fold run under it. ``data_root`` replaces the saved dataset folder;
+    without it, a saved folder that is gone is a ``FileNotFoundError`` naming ``--data-root``.
     Runs of one dataset (the folds) share its source, opened and scanned once
     (:meth:`DataConfig.build_source`: one ``DataError`` listing every bad file)."""
     missing = unstarted_folds(run_dir)
     if missing:
-        raise ValueError(f"{run_dir}: the folds {', '.join(map(os.path.basename, missing))} "
+        names = ", ".join(os.path.basename(f) for f in missing.values())
+        raise ValueError(f"{run_dir}: the folds {names} "
                          f"of this k-fold run were never trained (training stopped "
                          f"before them); finish with: ggnet train --resume --out {run_dir}")
     runs, sources = [], {}
@@ -120,6 +111,9 @@ def fold_runs(run_dir: str, *, data_root: str | None = None, progress: bool = Tr
         data = DataConfig.from_run_config(run_cfg)
         if data_root is not None:
             data.data_root = data_root
+        elif data.data_root and not os.path.isdir(data.data_root):
+            raise FileNotFoundError(f"the dataset folder {data.data_root} of run {rd} does not "
+                                    f"exist (here); pass --data-root DIR if the dataset moved")
         data.validate()  # the checks and the absolute root training applied
         key = json.dumps([data.data, data.data_root, data.data_options], sort_keys=True)
         if key not in sources:

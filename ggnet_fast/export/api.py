@@ -10,12 +10,12 @@ operators become standard ONNX ops and the file runs in stock onnxruntime.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ..fileio import atomic_destination
 from . import onnx_ops
 
 #: GG-Net's inference outputs: the final logits (the default) or the full
@@ -219,17 +219,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input=None, *
 
 
 def _save(onnx_program, path: str) -> None:
-    """Save through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".onnx", dir=folder)
-    os.close(fd)
-    try:
+    """Save through a temporary file in the same folder (:func:`atomic_destination`)."""
+    with atomic_destination(path) as tmp:
         onnx_program.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def onnxruntime_session(path: str | os.PathLike, threads: int | None = None):

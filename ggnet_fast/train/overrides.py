@@ -5,16 +5,12 @@ line hands in plain dicts."""
 from __future__ import annotations
 
 from ..data.layout import dataset_of_root
-from .config import TrainConfig, preset_schedule
+from .config import TrainConfig, _flag, preset_schedule
 from .run_dir import NOT_COMPARED
 
 # The settings of each schedule: its length (which selects it) and its lr step.
 SCHEDULE_FLAGS = {"epochs": ("epochs", "lr_step_epochs"),
                   "iterations": ("iterations", "lr_step_iters")}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def schedule_of(settings: dict, default: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from ..fileio import FOLD_PLAN, atomic_write_text, read_json, read_run_config, run_folders
+from ..fileio import (FOLD_PLAN, atomic_write_text, fold_folder, read_json, read_run_config,
+                      run_folders, unstarted_folds)
 from .config import TrainConfig
 from .loop import Trainer
 from .run_dir import EVAL_REPORTS, OPERATIONAL_FIELDS, check_resume_config, remove_artifacts
@@ -45,18 +46,17 @@ def planned_runs(root: str) -> list[tuple[str, dict]]:
     """``(run folder, saved configuration)`` of the run in ``root`` or each fold run under
     it, plus the folds ``root``'s fold plan lists that have not started (configuration:
     the plan's, for that fold), in fold order."""
-    plan = read_json(os.path.join(root, FOLD_PLAN))
+    missing = unstarted_folds(root)
     found = {}
     try:
         found = {run_dir: read_run_config(run_dir) for run_dir in run_folders(root)}
     except FileNotFoundError:
-        if not isinstance(plan, dict):
+        if not missing:
             raise
-    if isinstance(plan, dict):
-        for k in plan["folds"]:
-            run_dir = os.path.join(root, f"fold{k}")
-            if run_dir not in found:
-                found[run_dir] = {**plan["config"], "fold": k, "out_dir": run_dir}
+    if missing:
+        config = read_json(os.path.join(root, FOLD_PLAN))["config"]
+        for k, run_dir in missing.items():
+            found[run_dir] = {**config, "fold": k, "out_dir": run_dir}
     return sorted(found.items(), key=lambda item: (item[1].get("fold", 0), item[0]))
 
 
@@ -69,7 +69,7 @@ def train_folds(cfg: TrainConfig, folds, parent: str | None = None, *,
     for k in folds:
         cfg.fold = k
         if parent is not None:
-            cfg.out_dir = os.path.join(parent, f"fold{k}")
+            cfg.out_dir = fold_folder(parent, k)
         trainer = Trainer(cfg, overwrite=overwrite, source=source)  # validates, or refuses
         if parent is not None and source is None:  # the first fold: settings validated
             write_fold_plan(parent, cfg, folds)

@@ -7,19 +7,9 @@
 set -euo pipefail
 BUSI=${1:?usage: study.sh /path/to/busi RUNS}
 RUNS=${2:?usage: study.sh /path/to/busi RUNS}
-COMMON=(--data busi --data-root "$BUSI" --fold all --folds 3 --fold-seed 42
-        --backbone resnet18 --image-size 128 --batch-size 4 --lr 0.01
-        --schedule iterations --iterations 800 --lr-step-iters 640
-        --val-every 200 --ckpt-every 200 --early-stop 0 --workers 1 --seed 0
-        --no-progress --no-tensorboard)
-# method name -> preset and variant
-declare -A ARGS=(
-  [baseline]="--preset paper --variant baseline"
-  [ggnet]="--preset paper --variant full"
-  [gap]="--preset paper --variant gap"
-  [joint]="--preset paper --variant joint"
-  [released]="--preset released --variant full"
-)
+# shellcheck source=study_flags.sh
+source "$(dirname "$0")/study_flags.sh"
+COMMON+=(--seed 0)
 METHODS=(baseline ggnet gap joint released)
 for M in "${METHODS[@]}"; do
   start=$(date +%s)

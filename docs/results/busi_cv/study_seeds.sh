@@ -12,18 +12,8 @@ RUNS=${2:?usage: study_seeds.sh /path/to/busi RUNS [SEEDS] [METHODS]}
 read -r -a SEEDS <<< "${3:-1 2}"
 read -r -a METHODS <<< "${4:-baseline ggnet gap joint}"
 HERE=$(cd "$(dirname "$0")" && pwd)
-COMMON=(--data busi --data-root "$BUSI" --fold all --folds 3 --fold-seed 42
-        --backbone resnet18 --image-size 128 --batch-size 4 --lr 0.01
-        --schedule iterations --iterations 800 --lr-step-iters 640
-        --val-every 200 --ckpt-every 200 --early-stop 0 --workers 1
-        --no-progress --no-tensorboard)
-declare -A ARGS=(
-  [baseline]="--preset paper --variant baseline"
-  [ggnet]="--preset paper --variant full"
-  [gap]="--preset paper --variant gap"
-  [joint]="--preset paper --variant joint"
-  [released]="--preset released --variant full"
-)
+# shellcheck source=study_flags.sh
+source "$HERE/study_flags.sh"
 for S in "${SEEDS[@]}"; do
   for M in "${METHODS[@]}"; do
     OUT="$RUNS/seed$S/$M"
