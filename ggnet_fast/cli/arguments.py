@@ -289,11 +289,14 @@ def add_compare_parser(sub, full: bool = True) -> None:
 
 def add_probe_parser(sub, full: bool = True) -> None:
     """``ggnet probe``; its options only when ``full``."""
-    p = sub.add_parser("probe", help="measure what the spatial GGB of a trained run adds",
+    p = sub.add_parser("probe", help="measure what the guided blocks of a trained run add",
                        description="Norms of what the spatial GGB adds (gamma * mean(mu), "
-                                   "gamma * (o - mean(mu)), its position-varying part) next to "
-                                   "its input x, per test image of a trained run, recomputed in "
-                                   "float64; writes probe.csv and probe.md into --out.")
+                                   "gamma * (o - mean(mu)), its position-varying part) and of "
+                                   "what the channel GGB adds (gamma * mean_c(y), the rest, its "
+                                   "channel-varying part; the extreme weights times C) next to "
+                                   "their inputs, per test image of a trained run, recomputed in "
+                                   "float64; writes probe.csv (spatial), probe_channel.csv and "
+                                   "probe.md into --out.")
     p.set_defaults(func=commands.cmd_probe)
     if not full:
         return

@@ -93,3 +93,16 @@ class MeanPoolBlock(_Residual):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         check_feature_map("x", x, self.in_channels)
         return self.mu(x).mean(dim=(2, 3), keepdim=True).expand_as(x)
+
+
+class ChannelMeanBlock(_Residual):
+    """The channel mean at each position broadcast to every channel, parameter-free but
+    gamma: ``z = gamma * mean_c(y) + y``.  ``[B, C, H, W]`` -> same."""
+
+    def __init__(self, in_channels: int, *, residual: str = "learnable") -> None:
+        super().__init__(residual)
+        self.in_channels = in_channels
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map("x", x, self.in_channels)
+        return x.mean(dim=1, keepdim=True).expand_as(x)

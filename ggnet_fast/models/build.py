@@ -12,7 +12,8 @@ def build_ggnet(preset: str = "paper", variant: str = "full", backbone: str = "r
 
     Args:
         preset: ``"paper"`` or ``"released"`` (:data:`~ggnet_fast.models.presets.PRESET_TABLE`).
-        variant: one of :data:`VARIANTS` (Table 1-3 ablations and ``"gap"``).
+        variant: one of :data:`VARIANTS` (Table 1-3 ablations, ``"gap"``, ``"pooled"``
+            and ``"joint"``).
         backbone: ``"resnext101_32x8d"``, ``"resnext50_32x4d"``, ``"resnet18"``, ``"resnet34"``,
             ``"resnet50"`` or ``"resnext101_32x4d"`` (the released code's; no torchvision weights).
         weights: ``None``, a path to a torchvision-format state dict, or a torchvision weights

@@ -1,7 +1,8 @@
 """Presets, ablation variants and the resolved configuration of a GG-Net.
 
 A model is described by a preset (which side of every paper-vs-released difference),
-a variant (which components exist: Table 1-3 of the paper and the GAP ablation) and
+a variant (which components exist: Table 1-3 of the paper, the GAP and pooled ablations
+and the joint softmax) and
 keyword overrides of single options.  :class:`GGNetConfig` is the resolved result;
 ``dataclasses.asdict`` of it is JSON-serialisable and ``build_ggnet(**that)`` rebuilds
 the same architecture.
@@ -25,7 +26,7 @@ class VariantSpec:
     """Which components a variant has.
 
     spatial: ``None``, ``"plain"`` (SNLB), ``"guided"`` (spatial GGB) or ``"gap"``.
-    channel: ``None``, ``"plain"`` (CNLB) or ``"guided"`` (channel GGB).
+    channel: ``None``, ``"plain"`` (CNLB), ``"guided"`` (channel GGB) or ``"mean"``.
     side_bd: side outputs with BD modules on the four CNN layers.
     output_bd: BD on the final output: ``True``, ``False`` or ``"preset"`` (``bd_on_output``).
     boundary_supervision: return the boundary maps (so the loss supervises them).
@@ -59,6 +60,10 @@ VARIANT_SPECS: dict[str, VariantSpec] = {
         description="BD without boundary loss (Table 3, Ours-ADS)"),
     "gap": VariantSpec("gap", "guided", side_bd=True, output_bd="preset",
                        description="full, spatial GGB replaced by mean pooling of mu (ours)"),
+    "pooled": VariantSpec("gap", "mean", side_bd=True, output_bd="preset",
+                          description="full, both GGBs replaced by their pooled means: mean "
+                                      "pooling of mu and the channel mean; no guidance "
+                                      "map (ours)"),
     "joint": VariantSpec("guided", "guided", side_bd=True, output_bd="preset",
                          options={"spatial_combine": "joint"},
                          description="full, spatial GGB with the joint softmax(a + b) (ours)"),

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..nn import GlobalGuidanceBlock, GuidedChannelAttention, GuidedNonLocal
 from ..nn.layers import check_feature_map, check_options, conv_bn_relu
-from .ablation_blocks import ChannelNonLocalBlock, MeanPoolBlock, NonLocalBlock
+from .ablation_blocks import ChannelMeanBlock, ChannelNonLocalBlock, MeanPoolBlock, NonLocalBlock
 from .aspp import build_aspp
 from .backbone import STAGE_STRIDES, ResNetStages
 from .boundary import BoundaryDetection
@@ -80,6 +80,8 @@ def _build_block(kind: str | None, which: str, config: GGNetConfig):
         if kind == "plain":
             return ChannelNonLocalBlock(c, stabilize=config.channel_stabilize,
                                         residual=config.residual)
+        if kind == "mean":
+            return ChannelMeanBlock(c, residual=config.residual)
     raise ValueError(f"unknown {which} block kind {kind!r}")
 
 

@@ -77,14 +77,23 @@ class GuidedChannelAttention(nn.Module):
         self.se = SqueezeExcitation(in_channels, se_reduction) if use_se else nn.Identity()
         add_gamma(self, residual)
 
-    def attention(self, y: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        """``Q @ y`` before the residual, ``[B, C, H, W]``."""
+    def guide_map(self, y: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """``G^ = SE(proj(guide))`` at ``y``'s size, ``[B, C, H, W]`` (checked inputs)."""
         check_feature_map("y", y, self.in_channels)
         check_feature_map("guide", guide, self.guide_channels)
         guide = match_guide(y, guide, self.resize_guide)
-        g_hat = self.se(self.guide_proj(guide))
+        return self.se(self.guide_proj(guide))
+
+    def gram_scale(self, y: torch.Tensor) -> float | None:
+        """The factor on both Gram matrices: ``1 / (H W)`` under ``"positions"``, else None."""
+        h, w = y.shape[-2:]
+        return 1.0 / (h * w) if self.gram_normalization == "positions" else None
+
+    def attention(self, y: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """``Q @ y`` before the residual, ``[B, C, H, W]``."""
+        g_hat = self.guide_map(y, guide)
         b, c, h, w = y.shape
-        scale = 1.0 / (h * w) if self.gram_normalization == "positions" else None
+        scale = self.gram_scale(y)
         out = guided_channel_attention(
             y.flatten(2), g_hat.flatten(2), combine=self.combine, stabilize=self.stabilize,
             scale=scale, out_dtype=self.out_dtype, backend=self.backend,

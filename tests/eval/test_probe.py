@@ -1,5 +1,6 @@
 """``ggnet_fast.eval.probe``: the split of the spatial GGB's addition into its global-
-average-pooling part and its modulation, checked against a dense float64 computation."""
+average-pooling part and its modulation, and of the channel GGB's into its channel mean
+and the rest, checked against dense float64 computations."""
 import copy
 import csv
 import json
@@ -11,7 +12,7 @@ import torch
 from ggnet_fast.cli import main as cli_main
 from ggnet_fast.eval import probe
 from ggnet_fast.models import build_ggnet
-from ggnet_fast.nn import GuidedNonLocal
+from ggnet_fast.nn import GuidedChannelAttention, GuidedNonLocal
 
 
 @torch.no_grad()
@@ -92,20 +93,75 @@ def test_paper_softmax_acts_as_pooling_and_joint_does_not(seed):
     assert joint["varying"][0] > 10 * paper["varying"][0]
 
 
-def test_models_without_a_guided_spatial_block_are_refused():
-    model = build_ggnet(variant="gap", backbone="resnet18", backend="reference").eval()
+@torch.no_grad()
+def _dense_channel_parts(block, y, g):
+    """Q, gamma * Q y, gamma * mean_c(y), gamma * (Q y - mean_c(y)) and
+    gamma * (Q y - mean_c(Q y)) from Eq. 4-5 written out, float64."""
+    block, y, g = copy.deepcopy(block).double(), y.double(), g.double()
+    yf = y.flatten(2)                                                 # [B, C, N]
+    g_hat = block.se(block.guide_proj(g)).flatten(2)
+    inner = torch.softmax(yf @ yf.transpose(1, 2), -1) * torch.softmax(
+        g_hat @ g_hat.transpose(1, 2), -1)
+    q = torch.softmax(inner, -1)                                      # [B, C, C]
+    o = (q @ yf).reshape(y.shape)
+    gamma = block.gamma.detach()
+    mean = y.mean(1, keepdim=True)
+    return q, (gamma * o, gamma * mean.expand_as(o), gamma * (o - mean),
+               gamma * (o - o.mean(1, keepdim=True)))
+
+
+@pytest.mark.parametrize("residual", ["fixed", "learnable"])
+def test_channel_terms_match_dense_float64(seed, residual):
+    c = 7
+    block = GuidedChannelAttention(c, 5, residual=residual)
+    if residual == "learnable":
+        with torch.no_grad():
+            block.gamma.fill_(0.61)
+    y, g = torch.randn(2, c, 5, 6), torch.randn(2, 5, 5, 6)
+    terms = probe.channel_ggb_terms(block, y, g)
+    q, parts = _dense_channel_parts(block, y, g)
+    norm = lambda t: t.flatten(1).norm(dim=1).numpy()  # noqa: E731
+    for name, ref in zip(("added", "mean", "modulation", "varying"), parts):
+        assert terms[name] == pytest.approx(norm(ref), rel=1e-9), name
+    assert terms["x"] == pytest.approx(norm(y.double()), rel=1e-12)
+    assert terms["w_min"] == pytest.approx((c * q.flatten(1).amin(1)).numpy(), rel=1e-12)
+    assert terms["w_max"] == pytest.approx((c * q.flatten(1).amax(1)).numpy(), rel=1e-12)
+    # every weight within a factor e of 1/C: the outer softmax sees values in [0, 1]
+    assert (terms["w_min"] >= 1 / torch.e - 1e-12).all() and (terms["w_max"] <= torch.e).all()
+    assert terms["gamma"] == pytest.approx(float(block.gamma.detach()))
+    with torch.no_grad():
+        z = block(y, g)
+    assert terms["added"] == pytest.approx(norm((z - y).double()), rel=1e-4)
+
+
+def test_models_without_a_guided_block_are_refused():
+    gap = build_ggnet(variant="gap", backbone="resnet18", backend="reference").eval()
     with pytest.raises(ValueError, match="no guided spatial block"):
-        probe.probe_model(model, torch.randn(1, 3, 64, 64))
+        probe.probe_model(gap, torch.randn(1, 3, 64, 64))
+    assert set(probe.probe_blocks(gap, torch.randn(2, 3, 64, 64))) == {"channel"}
+    for variant in ("baseline", "pooled"):
+        model = build_ggnet(variant=variant, backbone="resnet18", backend="reference").eval()
+        with pytest.raises(ValueError, match="no guided block"):
+            probe.probe_blocks(model, torch.randn(2, 3, 64, 64))
     with pytest.raises(TypeError, match="GuidedNonLocal"):
         probe.spatial_ggb_terms(torch.nn.Identity(), torch.randn(1, 2, 3, 3),
                                 torch.randn(1, 2, 3, 3))
+    with pytest.raises(TypeError, match="GuidedChannelAttention"):
+        probe.channel_ggb_terms(torch.nn.Identity(), torch.randn(1, 2, 3, 3),
+                                torch.randn(1, 2, 3, 3))
+    with pytest.raises(ValueError, match="block must be one of"):
+        probe.probe_model(gap, torch.randn(1, 3, 64, 64), block="both")
 
 
 def test_probe_hooks_the_models_block(seed):
     model = build_ggnet(variant="full", backbone="resnet18", backend="reference").eval()
-    terms = probe.probe_model(model, torch.randn(2, 3, 64, 64))
-    assert terms["x"].shape == (2,) and (terms["x"] > 0).all()
-    assert terms["gamma"] == float(model.ggb.spatial.gamma)
+    terms = probe.probe_blocks(model, torch.randn(2, 3, 64, 64))
+    assert set(terms) == {"spatial", "channel"}
+    for block in ("spatial", "channel"):
+        assert terms[block]["x"].shape == (2,) and (terms[block]["x"] > 0).all()
+        assert terms[block]["gamma"] == float(getattr(model.ggb, block).gamma)
+    # the channel block's input is the spatial block's output after the convs between them
+    assert terms["channel"]["x"][0] != pytest.approx(terms["spatial"]["x"][0])
 
 
 def test_command_line_on_a_tiny_run(tmp_path):
@@ -122,7 +178,12 @@ def test_command_line_on_a_tiny_run(tmp_path):
     with open(os.path.join(run, "splits.json"), encoding="utf-8") as fh:
         test_names = json.load(fh)["test"]
     assert [r["name"] for r in rows] == test_names and set(probe.TERMS) <= set(rows[0])
-    assert "median ratio to x" in open(os.path.join(out, "probe.md"), encoding="utf-8").read()
+    with open(os.path.join(out, "probe_channel.csv"), encoding="utf-8") as fh:
+        channel_rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in channel_rows] == test_names
+    assert set(probe.CHANNEL_TERMS + probe.CHANNEL_WEIGHTS) <= set(channel_rows[0])
+    report = open(os.path.join(out, "probe.md"), encoding="utf-8").read()
+    assert "median ratio to x" in report and "## channel GGB" in report
     before = open(os.path.join(out, "probe.csv"), encoding="utf-8").read()
     assert cli_main(["probe", "--run", run, "--out", out]) == 2  # not without --overwrite
     assert open(os.path.join(out, "probe.csv"), encoding="utf-8").read() == before

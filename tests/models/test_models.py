@@ -17,12 +17,13 @@ from ggnet_fast.backends import registry
 from ggnet_fast.losses import GGNetLoss
 from ggnet_fast.models import (PRESETS, VARIANT_SPECS, VARIANTS, GGNetOutput, build_ggnet,
                                count_parameters, parameter_table)
-from ggnet_fast.models.ablation_blocks import ChannelNonLocalBlock, MeanPoolBlock, NonLocalBlock
+from ggnet_fast.models.ablation_blocks import (ChannelMeanBlock, ChannelNonLocalBlock,
+                                               MeanPoolBlock, NonLocalBlock)
 from ggnet_fast.models.boundary import BoundaryDetection, boundary_map
 
 CASES = [(p, v) for p in PRESETS for v in VARIANTS]
 CONTRACT_VARIANTS = ("baseline", "snlb", "cnlb", "snlb+guidance", "cnlb+guidance", "ggb", "full",
-                     "bd-output", "no-boundary-supervision", "gap")
+                     "bd-output", "no-boundary-supervision", "gap", "pooled")
 
 
 def expected_counts(preset: str, variant: str) -> tuple[int, int]:
@@ -168,6 +169,10 @@ def test_preset_options_reach_the_blocks():
     assert isinstance(build_ggnet(variant="gap", backbone="resnet18").ggb.spatial, MeanPoolBlock)
     assert isinstance(build_ggnet(variant="snlb", backbone="resnet18").ggb.spatial, NonLocalBlock)
     assert build_ggnet(variant="baseline", backbone="resnet18").ggb is None
+    pooled = build_ggnet(variant="pooled", backbone="resnet18")
+    assert isinstance(pooled.ggb.spatial, MeanPoolBlock)
+    assert isinstance(pooled.ggb.channel, ChannelMeanBlock)
+    assert pooled.guidance is None and pooled.side_heads is not None  # no MLIF, side BD kept
 
 
 def test_bad_arguments():
@@ -437,3 +442,24 @@ def test_spatial_ggb_is_within_the_gap_bound(combine, seed):
     spread = mu.amax(-1, keepdim=True) - mu.amin(-1, keepdim=True)
     assert (delta.abs() <= (math.e - 1) / n * spread + 1e-12).all(), seed
     assert delta.abs().max() > 0
+
+
+@pytest.mark.parametrize("combine,stabilize", [("product", None), ("matmul", "max-minus")])
+def test_channel_ggb_is_within_the_channel_mean_bound(combine, stabilize, seed):
+    """Why the "pooled" ablation's channel block is the channel mean: the guided channel
+    block's output differs from mean_c(y) by at most (e - 1)/C times the spread of y over
+    channels, at every position; ChannelMeanBlock is that limit."""
+    from ggnet_fast.nn import GuidedChannelAttention
+
+    c = 11
+    block = GuidedChannelAttention(c, 6, combine=combine, stabilize=stabilize,
+                                   backend="reference").double()
+    y = torch.randn(2, c, 7, 9, dtype=torch.float64) * 3
+    g = torch.randn(2, 6, 7, 9, dtype=torch.float64) * 3
+    mean = y.mean(1, keepdim=True)
+    delta = block.attention(y, g) - mean
+    spread = y.amax(1, keepdim=True) - y.amin(1, keepdim=True)
+    assert (delta.abs() <= (math.e - 1) / c * spread + 1e-12).all(), seed
+    assert delta.abs().max() > 0
+    limit = ChannelMeanBlock(c, residual="fixed").double()
+    torch.testing.assert_close(limit(y), y + mean.expand_as(y), rtol=0, atol=0)
