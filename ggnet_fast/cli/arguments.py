@@ -70,8 +70,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="full (default: GG-Net), baseline (DeepLabV3+) or an ablation: "
                         + ", ".join(VARIANTS))
     other_backbones = ", ".join(b for b in BACKBONES if b != "resnext101_32x8d")
-    g.add_argument("--backbone", choices=list(BACKBONES), metavar="BACKBONE",
-                   help=f"resnext101_32x8d (default, paper) or {other_backbones}")
+    g.add_argument("--network", metavar="NETWORK",
+                   help="ggnet (default) or smp:<architecture>, a segmentation_models_pytorch "
+                        "model trained from scratch by the same pipeline (smp:Unet, smp:FPN, "
+                        "smp:DeepLabV3Plus, ...; --backbone names its encoder)")
+    g.add_argument("--retrofit", metavar="ATTENTION",
+                   help="with --network smp:...: insert this attention (guided: joint "
+                        "softmax; guided-product) on the encoder's deepest level, guided by "
+                        "the next shallower one (ggnet_fast.integrations.retrofit)")
+    g.add_argument("--backbone", metavar="BACKBONE",
+                   help=f"GG-Net: resnext101_32x8d (default, paper) or {other_backbones}; "
+                        f"smp networks: any smp encoder (resnet18, ...)")
     g.add_argument("--weights",
                    help="ImageNet weights: path to a torchvision state dict "
                         "(nothing is downloaded)")

@@ -15,23 +15,21 @@ from ..fileio import load_checkpoint
 
 
 def load_model(checkpoint: str, device="cpu", backend: str = "auto"):
-    """Rebuild the model from a checkpoint written by training (``best.pt``/``last.pt``).
+    """Rebuild the model (GG-Net or an smp network) from a checkpoint written by training
+    (``best.pt``/``last.pt``).
 
     ``backend`` is the attention backend to run with (``"auto"``: the best one available
     here, whatever the training run used).
     Returns ``(model in eval mode, train config dict)``.
     """
-    from ..models import build_ggnet
+    from ..models.networks import build_from_config
 
     ck = load_checkpoint(checkpoint, map_location="cpu")
     if "model" not in ck or "model_config" not in ck:
         raise ValueError(f"checkpoint {checkpoint} is not a ggnet_fast training checkpoint "
                          f"(no model or model_config); pass a best.pt or last.pt written by "
                          f"ggnet train")
-    cfg = dict(ck["model_config"])
-    cfg["weights"] = None  # the checkpoint holds all weights; never fetch pretrained ones
-    cfg.pop("backend", None)  # older checkpoints saved the training run's backend
-    model = build_ggnet(**cfg, backend=backend)
+    model = build_from_config(ck["model_config"], backend=backend)
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), dict(ck.get("config", {}))
 
@@ -40,7 +38,7 @@ class Predictor:
     """Predict lesion probability/masks for uint8 ``[H, W, 3]`` images of any size.
 
     Args:
-        model: a GG-Net (any variant); run with ``final_only=True``.
+        model: a GG-Net (any variant) or an ``SmpNetwork``; run with ``final_only=True``.
         image_size: network input side used in training.
         crf: apply the dense CRF (needs ``pydensecrf2``) at the original resolution.
         threshold: foreground threshold on the (CRF-refined) probability.

@@ -7,6 +7,12 @@ from .config import TrainConfig
 
 
 def build_model(cfg: TrainConfig):
+    """GG-Net (``cfg.network == "ggnet"``) or the smp network ``cfg.network`` names."""
+    from ..models.networks import is_ggnet
+
+    if not is_ggnet(cfg.network):
+        from ..integrations.smp_network import SmpNetwork
+        return SmpNetwork(cfg.network, cfg.backbone, retrofit=cfg.retrofit, backend=cfg.backend)
     from ..models import build_ggnet
 
     return build_ggnet(preset=cfg.preset, variant=cfg.variant, backbone=cfg.backbone,

@@ -42,6 +42,8 @@ class TrainConfig(DataConfig):
 
     out_dir: str = "runs/ggnet"
     # model and loss
+    network: str = "ggnet"              # ggnet, or smp:<architecture> (e.g. smp:Unet)
+    retrofit: str | None = None         # smp networks: an attention inserted by retrofit()
     preset: str = "paper"
     variant: str = "full"
     backbone: str = "resnext101_32x8d"
@@ -117,16 +119,44 @@ class TrainConfig(DataConfig):
     def _validate_model_and_loss(self) -> None:
         from ..losses import build_loss
         from ..models.config import resolve_config
+        from ..models.networks import is_ggnet
 
         try:
-            resolve_config(self.preset, self.variant, self.backbone, self.ggb_stride,
-                           **self.model_overrides)
+            if is_ggnet(self.network):
+                if self.retrofit is not None:
+                    raise ValueError("retrofit (--retrofit) inserts a block into an smp "
+                                     "network (--network smp:...); GG-Net has its own")
+                resolve_config(self.preset, self.variant, self.backbone, self.ggb_stride,
+                               **self.model_overrides)
+            else:
+                self._validate_smp_network()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid model setting: {exc}") from exc
         try:
             build_loss(self.loss, self.preset, **self.loss_overrides)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid loss setting: {exc}") from exc
+
+    @property
+    def model_name(self) -> str:
+        """What trains, in words: the GG-Net variant, or the smp network (+ retrofit)."""
+        if self.network == "ggnet":
+            return self.variant
+        return self.network + (f" + {self.retrofit}" if self.retrofit else "")
+
+    def _validate_smp_network(self) -> None:
+        """An smp network: its settings, and none of GG-Net's architecture settings."""
+        from ..integrations.smp_network import check_smp_network
+
+        check_smp_network(self.network, self.backbone, self.retrofit, self.image_size)
+        gg_only = {"variant": self.variant != "full", "ggb_stride": self.ggb_stride is not None,
+                   "model_overrides": bool(self.model_overrides),
+                   "weights": self.weights is not None}
+        given = [_flag(name) if name != "model_overrides" else "--model-opt"
+                 for name, set_ in gg_only.items() if set_]
+        if given:
+            raise ValueError(f"{', '.join(given)} describe GG-Net, not --network "
+                             f"{self.network} (trained from scratch); drop them")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -73,7 +73,7 @@ def train_folds(cfg: TrainConfig, folds, parent: str | None = None, *,
         trainer = Trainer(cfg, overwrite=overwrite, source=source)  # validates, or refuses
         if parent is not None and source is None:  # the first fold: settings validated
             write_fold_plan(parent, cfg, folds)
-        _echo(f"training {cfg.variant} ({cfg.backbone}) fold {k} -> {cfg.out_dir}")
+        _echo(f"training {cfg.model_name} ({cfg.backbone}) fold {k} -> {cfg.out_dir}")
         source = trainer.source  # the folds share one dataset: it is opened and scanned once
         if parent is not None and overwrite:
             remove_artifacts(parent, EVAL_REPORTS)
