@@ -8,11 +8,16 @@ COMMON=(--data busi --data-root "$BUSI" --fold all --folds 3 --fold-seed 42
         --schedule iterations --iterations 800 --lr-step-iters 640
         --val-every 200 --ckpt-every 200 --early-stop 0 --workers 1
         --no-progress --no-tensorboard)
-# method name -> preset and variant
+# method name -> preset and variant (or network)
 declare -A ARGS=(
   [baseline]="--preset paper --variant baseline"
   [ggnet]="--preset paper --variant full"
   [gap]="--preset paper --variant gap"
   [joint]="--preset paper --variant joint"
   [released]="--preset released --variant full"
+  [pooled]="--preset paper --variant pooled"
+  [unet]="--preset paper --network smp:Unet"
+  [unet-guided]="--preset paper --network smp:Unet --retrofit guided"
 )
+# the methods with guided blocks, probed by study_seeds.sh
+PROBED=(ggnet gap joint)
