@@ -121,3 +121,16 @@ def test_exported_smp_run_matches_pytorch(tmp_path, capsys):
     out = str(tmp_path / "unet.onnx")
     assert cli_main(["export", "--checkpoint", ckpt, "--out", out]) == 0
     assert os.path.getsize(out) > 0 and "max abs error" in capsys.readouterr().out
+
+
+def test_missing_smp_names_the_extra(monkeypatch, tmp_path, capsys):
+    """Without segmentation_models_pytorch, --network smp:... is a one-line error naming
+    the pip extra that installs it (and nothing is written)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
+    out = tmp_path / "run"
+    assert cli_main(["train", "--data", "phantom", "--network", "smp:Unet", "--backbone",
+                     "resnet18", "--image-size", "64", "--out", str(out)]) == 2
+    assert "ggnet_fast[integrations]" in capsys.readouterr().err
+    assert not out.exists()
