@@ -53,6 +53,7 @@ PAIRS = [
     ("joint", "ggnet", "does the joint softmax beat the paper's?"),
     ("released", "ggnet", "released preset vs paper (seed 0 only)"),
     ("ggnet", "unet", "does GG-Net beat a U-Net?"),
+    ("ggnet", "unet-guided", "does GG-Net beat a U-Net with guided attention?"),
     ("joint", "unet", "does GG-Net with the joint softmax beat a U-Net?"),
     ("unet-guided", "unet", "does guided attention help a U-Net?"),
 ]
@@ -193,7 +194,8 @@ def verdict(row: dict) -> str:
         return "not distinguishable at this budget"
     lower_is_better = row["metric"] in ("hd", "abd")
     a_better = (row["mean_diff"] < 0) if lower_is_better else (row["mean_diff"] > 0)
-    return f"**{row['a'] if a_better else row['b']} better**"
+    one_seed = f" (seed {row['seeds'][0]} only)" if len(row["seeds"]) == 1 else ""
+    return f"**{row['a'] if a_better else row['b']} better**{one_seed}"
 
 
 def paired_table(crf: str) -> str:
