@@ -142,6 +142,8 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
     overlay_dir = os.path.join(out_dir, "overlays")
     new_dirs = [d for d in (out_dir, overlay_dir) if not os.path.isdir(d)]
     written: list[str] = []
+    from ..models.networks import model_name
+
     os.makedirs(out_dir, exist_ok=True)  # the data is sound: only now is anything written
     try:
         rows_per_fold = []
@@ -152,7 +154,9 @@ def evaluate_run(run_dir: str, *, checkpoint: str = "best.pt", crf: bool = True,
                 written=written, predictor_options=dict(crf=crf, threshold=threshold,
                                                         crf_params=crf_params)))
             crf_tag = ", CRF" if crf else ""
-            method = method or f"{run_cfg['variant']} ({run_cfg['backbone']}{crf_tag})"
+            name = model_name(run_cfg.get("network", "ggnet"), run_cfg["variant"],
+                              run_cfg.get("retrofit"))
+            method = method or f"{name} ({run_cfg['backbone']}{crf_tag})"
         crf_note = f"Dense CRF: {describe_crf_params(crf_params)}." if crf else None
         return _write_reports(out_dir, rows_per_fold, method, crf_note, written)
     except BaseException:  # Ctrl-C, an error: the same command can simply run again

@@ -16,6 +16,15 @@ def is_ggnet(network: str) -> bool:
     return network == DEFAULT_NETWORK
 
 
+def model_name(network: str = DEFAULT_NETWORK, variant: str = "full",
+               retrofit: str | None = None) -> str:
+    """What a run trains, in words: the GG-Net variant (``"full"``, ``"gap"``...), or the
+    smp network with its retrofit (``"smp:Unet + guided"``)."""
+    if is_ggnet(network):
+        return variant
+    return network + (f" + {retrofit}" if retrofit else "")
+
+
 def build_from_config(model_config: dict, backend: str = "auto") -> nn.Module:
     """The model a saved ``model_config`` describes, randomly initialised (load its state
     dict next); ``backend`` runs its attention operators."""

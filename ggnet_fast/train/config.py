@@ -140,9 +140,9 @@ class TrainConfig(DataConfig):
     @property
     def model_name(self) -> str:
         """What trains, in words: the GG-Net variant, or the smp network (+ retrofit)."""
-        if self.network == "ggnet":
-            return self.variant
-        return self.network + (f" + {self.retrofit}" if self.retrofit else "")
+        from ..models.networks import model_name
+
+        return model_name(self.network, self.variant, self.retrofit)
 
     def _validate_smp_network(self) -> None:
         """An smp network: its settings, and none of GG-Net's architecture settings."""

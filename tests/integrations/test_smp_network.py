@@ -100,6 +100,8 @@ def test_command_line_train_resume_eval(tmp_path, capsys):
     assert cli_main(["eval", "--run", run, "--no-crf", "--overlays", "0",
                      "--no-progress"]) == 0
     assert os.path.isfile(os.path.join(run, "eval", "per_image.csv"))
+    with open(os.path.join(run, "eval", "metrics.md"), encoding="utf-8") as fh:
+        assert "smp:Unet + guided (resnet18)" in fh.read()  # named by its network
     # a resume that changes the network is refused
     capsys.readouterr()
     assert cli_main(["train", "--resume", "--out", run, "--network", "ggnet",
