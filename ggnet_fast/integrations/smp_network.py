@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn.guided_channel import GuidedChannelAttention
-from ..nn.guided_non_local import GuidedNonLocal
+from ..nn.backend_switch import set_attention_backend
 from ..nn.layers import check_feature_map, check_options
 from ._imports import require
 
@@ -94,11 +93,7 @@ class SmpNetwork(nn.Module):
 
     def set_backend(self, backend: str) -> "SmpNetwork":
         """Switch the attention block's backend (``"auto"``, ``"reference"``, ...)."""
-        check_options(backend=backend)
-        for m in self.modules():
-            if isinstance(m, (GuidedNonLocal, GuidedChannelAttention)):
-                m.backend = backend
-        return self
+        return set_attention_backend(self, backend)
 
     def forward(self, images: torch.Tensor, final_only: bool = False):
         from ..models.ggnet import GGNetOutput

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import GlobalGuidanceBlock, GuidedChannelAttention, GuidedNonLocal
+from ..nn import GlobalGuidanceBlock
+from ..nn.backend_switch import set_attention_backend
 from ..nn.layers import check_feature_map, check_options, conv_bn_relu
 from .ablation_blocks import ChannelMeanBlock, ChannelNonLocalBlock, MeanPoolBlock, NonLocalBlock
 from .aspp import build_aspp
@@ -166,11 +167,7 @@ class GGNet(nn.Module):
 
     def set_backend(self, backend: str) -> "GGNet":
         """Switch the attention operators' backend (``"auto"``, ``"reference"``, ...)."""
-        check_options(backend=backend)
-        for m in self.modules():
-            if isinstance(m, (GuidedNonLocal, GuidedChannelAttention)):
-                m.backend = backend
-        return self
+        return set_attention_backend(self, backend)
 
     def forward(self, images: torch.Tensor, final_only: bool = False):
         check_feature_map("images", images, 3)

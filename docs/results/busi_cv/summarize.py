@@ -22,6 +22,7 @@ Wilcoxon p is below 0.05 and every seed's own mean difference has the same sign.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import pathlib
 import re
@@ -215,8 +216,6 @@ def paired_table(crf: str) -> str:
 
 
 def _probe_rows(path: pathlib.Path) -> dict[str, np.ndarray]:
-    import csv
-
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("name",)}
@@ -262,8 +261,6 @@ def cost_table() -> str:
     """Training cost per method from ``timings.csv`` (collect_timings.py): per CPU, the
     median seconds per step over the folds (the uncontended speed), the wall minutes of
     a 3-fold run (mean over seeds) and the seeds measured."""
-    import csv
-
     path = HERE / "timings.csv"
     if not path.exists():
         return ""
